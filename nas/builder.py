@@ -1,0 +1,93 @@
+"""ArchSpec → nn.Module.
+
+Module paths mirror spec paths: ``stages.1.attention`` is built from
+``spec.stages[1].attention``, ``stages.0.blocks.2`` from the third block of stage 0, so
+``state_dict`` keys are predictable and the exported code has the same ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from nas import layers
+from nas.spec import ArchSpec, AttentionSpec, StageSpec
+
+
+class Stage(nn.Module):
+    """``depth`` blocks (the first changes the width), attention, then downsampling."""
+
+    def __init__(self, spec: StageSpec, cin: int, height: int, width: int) -> None:
+        super().__init__()
+        make_block = layers.BLOCKS[spec.block]
+        self.blocks = nn.Sequential(
+            *(
+                make_block(cin if j == 0 else spec.width, spec.width, spec.kernel,
+                           spec.norm, spec.activation)
+                for j in range(spec.depth)
+            )
+        )
+        self.attention = (
+            nn.Identity()
+            if spec.attention is None
+            else build_attention(spec.attention, spec.width, height, width)
+        )
+        self.downsample = layers.DOWNSAMPLES[spec.downsample](
+            spec.width, spec.norm, spec.activation
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(self.attention(self.blocks(x)))
+
+
+class Net(nn.Module):
+    """stem → stages → global_pool → head, as the spec says."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__()
+        stem = spec.stem
+        self.stem = layers.ConvNormAct(
+            spec.input.channels, stem.width, stem.kernel, stride=stem.stride,
+            norm=stem.norm, activation=stem.activation,
+        )
+        stages = []
+        cin = stem.width
+        for stage, (h, w) in zip(spec.stages, spec.resolutions(), strict=True):
+            stages.append(Stage(stage, cin, h, w))
+            cin = stage.width
+        self.stages = nn.Sequential(*stages)
+        self.global_pool = layers.GLOBAL_POOLS[spec.global_pool](cin)
+        head: list[nn.Module] = []
+        features = spec.pooled_features()
+        for hidden in spec.head.hidden:
+            head += [nn.Linear(features, hidden), layers.ACTIVATIONS[spec.head.activation]()]
+            if spec.head.dropout > 0:
+                head.append(nn.Dropout(spec.head.dropout))
+            features = hidden
+        head.append(nn.Linear(features, spec.classes))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.global_pool(self.stages(self.stem(x))))
+
+
+def build_attention(spec: AttentionSpec, channels: int, height: int, width: int) -> nn.Module:
+    """The attention module of ``spec`` on a ``channels``×height×width map."""
+    if spec.op != "channel" and spec.head_dim is None:
+        spec = dataclasses.replace(spec, head_dim=channels // spec.heads)
+    return layers.ATTENTIONS[spec.op](channels, height, width, spec)
+
+
+def build_model(spec: ArchSpec, seed: int | None = 0) -> Net:
+    """Build the network of ``spec``; the same seed gives the same initial weights.
+
+    The seed applies through a forked RNG, so the caller's global RNG state is left
+    exactly as it was. ``seed=None`` draws from (and advances) the global RNG.
+    """
+    if seed is None:
+        return Net(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Net(spec)

@@ -1,0 +1,157 @@
+"""Search spaces by name or path, and ``python -m nas.space`` to look at one.
+
+    python -m nas.space attention_cnn --describe
+    python -m nas.space attention_cnn --sample 5 --seed 0
+    python -m nas.space my_space.py --sample 200 --seed 0 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import pkgutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any, cast
+
+import optuna
+
+import search_spaces
+from nas.spec import ArchSpec
+from nas.task import FASHION_MNIST, Task
+
+Suggest = Callable[[optuna.Trial, Task], ArchSpec]
+
+
+class SpaceError(ValueError):
+    """A space that cannot be found or loaded."""
+
+
+def space_names() -> list[str]:
+    """The built-in spaces (modules of ``search_spaces`` not starting with ``_``)."""
+    return sorted(
+        m.name for m in pkgutil.iter_modules(search_spaces.__path__) if not m.name.startswith("_")
+    )
+
+
+def load_space(name_or_path: str) -> ModuleType:
+    """The module of a space: a built-in name, or the path of a ``.py`` file."""
+    if name_or_path.endswith(".py") or "/" in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise SpaceError(f"space file {str(path)!r} does not exist")
+        spec = importlib.util.spec_from_file_location(f"nas_user_space_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise SpaceError(f"space file {str(path)!r} cannot be imported")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    elif name_or_path in space_names():
+        module = importlib.import_module(f"search_spaces.{name_or_path}")
+    else:
+        raise SpaceError(
+            f"unknown space {name_or_path!r}; built-in spaces: {', '.join(space_names())}"
+            " (or give the path of a .py file)"
+        )
+    if not callable(getattr(module, "suggest", None)):
+        raise SpaceError(f"space {name_or_path!r} has no function suggest(trial, task)")
+    return module
+
+
+def sample(suggest: Suggest, task: Task, count: int, seed: int) -> list[tuple[ArchSpec, dict[str, Any]]]:
+    """``count`` specs drawn by Optuna's RandomSampler, with the params behind each."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(count):
+        trial = study.ask()
+        spec = suggest(trial, task)
+        out.append((spec, dict(trial.params)))
+        study.tell(trial, 0.0)
+    return out
+
+
+def describe(suggest: Suggest, task: Task, draws: int = 300, seed: int = 0) -> str:
+    """The space's parameters and their choices, found by sampling it.
+
+    A parameter seen in fewer than all draws is conditional (marked so).
+    """
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    seen: dict[str, optuna.distributions.BaseDistribution] = {}
+    counts: dict[str, int] = {}
+    for _ in range(draws):
+        trial = study.ask()
+        suggest(trial, task)
+        study.tell(trial, 0.0)
+    order: list[str] = []  # suggestion order, merged across trials
+    for frozen in study.trials:
+        previous = None
+        for name, dist in frozen.distributions.items():
+            if name not in seen:
+                seen[name] = dist
+                order.insert(order.index(previous) + 1 if previous else len(order), name)
+            counts[name] = counts.get(name, 0) + 1
+            previous = name
+    if not seen:
+        return "(no parameters: a fixed design)"
+    width = max(map(len, seen))
+    lines = []
+    for name in order:
+        dist = seen[name]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            choices = " | ".join(map(str, dist.choices))
+        elif isinstance(dist, optuna.distributions.IntDistribution):
+            choices = f"{dist.low}..{dist.high}"
+        else:
+            choices = repr(dist)
+        when = "" if counts[name] == draws else "  (conditional)"
+        lines.append(f"{name.ljust(width)}  {choices}{when}")
+    return "\n".join(lines)
+
+
+def _flops(spec: ArchSpec) -> int:
+    from nas.builder import build_model
+    from nas.measure import count_flops
+
+    model = build_model(spec, seed=0)
+    return count_flops(model, (spec.input.channels, spec.input.height, spec.input.width))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nas.space", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("space", help=f"a built-in space ({', '.join(space_names())}) or a .py path")
+    parser.add_argument("--describe", action="store_true", help="list parameters and choices")
+    parser.add_argument("--sample", type=int, metavar="K", help="print K sampled specs")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per line: spec, params, flops")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    task = FASHION_MNIST  # the default task's shape; spaces read only its shape
+    try:
+        suggest = cast(Suggest, load_space(args.space).suggest)
+        if args.sample is not None and args.sample < 1:
+            raise SpaceError(f"--sample must be at least 1, got {args.sample}")
+        if args.describe or args.sample is None:
+            print(describe(suggest, task))
+        if args.sample is not None:
+            for i, (spec, params) in enumerate(sample(suggest, task, args.sample, args.seed)):
+                if args.json:
+                    row = {"spec": spec.to_dict(), "params": params, "flops": _flops(spec)}
+                    print(json.dumps(row))
+                else:
+                    print(f"[{i}] {spec.summary()}")
+    except Exception as e:  # one clear line for users; the traceback with --debug
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""ArchSpec: one network's structure, the single source of truth.
+
+A tree of frozen dataclasses holding only primitives, tuples and op names (keys into
+the registries of :mod:`nas.layers`, never callables). An :class:`ArchSpec` validates
+the whole tree when it is constructed and raises :class:`ArchSpecError` naming the
+path and the offending value. It round-trips through JSON with a ``schema_version``;
+:func:`ArchSpec.from_dict` rejects unknown keys, wrong types, unknown op names and
+out-of-range values: specs are read back from databases anyone can edit, so they are
+data, never evaluated. Variants come from ``dataclasses.replace``.
+
+Layout of the network a spec describes::
+
+    input → stem conv → stages[0] → … → stages[-1] → global_pool → head → logits
+    stage = blocks (depth × block, the first changes the width) → attention → downsample
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import types
+from dataclasses import dataclass
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+from nas import layers
+
+SCHEMA_VERSION = 1
+
+# Attention scores are O(N²) in memory. A spec whose score matrices would need more
+# than this many bytes per example (fp32) is refused at validation, not by an OOM
+# in the middle of a search. Change it with the environment variable below.
+ATTENTION_BUDGET_ENV = "NAS_ATTENTION_BUDGET_MB"
+DEFAULT_ATTENTION_BUDGET_MB = 16.0
+
+# Which attention fields each op reads; the others must stay at their defaults so
+# that one network has one spec (the replay check in the export compares specs).
+_SPATIAL_FIELDS = frozenset({"heads", "head_dim", "position"})
+ATTENTION_FIELDS: dict[str, frozenset[str]] = {
+    "softmax": _SPATIAL_FIELDS,
+    "sigmoid": _SPATIAL_FIELDS,
+    "sigmoid_norm": _SPATIAL_FIELDS,
+    "manet_conv": _SPATIAL_FIELDS | {"kernel"},
+    "manet_pool": _SPATIAL_FIELDS | {"pool_stride"},
+    "channel": frozenset({"reduction"}),
+}
+POSITIONS = ("none", "learned", "relbias")
+KERNELS = (1, 3, 5, 7)
+
+
+class ArchSpecError(ValueError):
+    """A spec that breaks a rule; ``path`` says where (``stages[2].attention.heads``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path} {message}")
+        self.path = path
+
+
+# --------------------------------------------------------------------------- the tree
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    channels: int
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """The first conv: input channels → ``width``, ``stride`` 1 or 2."""
+
+    width: int
+    kernel: int = 3
+    stride: int = 1
+    norm: str = "batch"
+    activation: str = "relu"
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """An attention op after a stage's blocks; see ``ATTENTION_FIELDS`` for which
+    fields each op reads.
+
+    ``head_dim`` None means width // heads (then heads must divide the width).
+    ``kernel`` is the Q/K/V conv size of ``manet_conv``; ``pool_stride`` the key/value
+    pooling of ``manet_pool``; ``reduction`` the squeeze ratio of ``channel``.
+    """
+
+    op: str
+    heads: int = 1
+    head_dim: int | None = None
+    position: str = "none"
+    kernel: int = 1
+    pool_stride: int = 1
+    reduction: int = 1
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    block: str
+    width: int
+    depth: int = 1
+    kernel: int = 3
+    activation: str = "relu"
+    norm: str = "batch"
+    attention: AttentionSpec | None = None
+    downsample: str = "none"
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Fully-connected head: hidden layers (Linear → activation → dropout), then logits."""
+
+    hidden: tuple[int, ...] = ()
+    activation: str = "relu"
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    input: InputSpec
+    stem: StemSpec
+    stages: tuple[StageSpec, ...]
+    global_pool: str
+    head: HeadSpec
+    classes: int
+
+    schema_version: ClassVar[int] = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # -- derived facts -------------------------------------------------------------
+
+    def resolutions(self) -> list[tuple[int, int]]:
+        """(height, width) at which each stage's blocks and attention run."""
+        h = math.ceil(self.input.height / self.stem.stride)
+        w = math.ceil(self.input.width / self.stem.stride)
+        out = []
+        for stage in self.stages:
+            out.append((h, w))
+            if stage.downsample != "none":
+                h, w = math.ceil(h / 2), math.ceil(w / 2)
+        return out
+
+    def final_resolution(self) -> tuple[int, int]:
+        h, w = self.resolutions()[-1]
+        if self.stages[-1].downsample != "none":
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+        return h, w
+
+    def pooled_features(self) -> int:
+        """Width of the global pool's output, the head's input."""
+        channels = self.stages[-1].width
+        if self.global_pool == "avgmax":
+            return 2 * channels
+        if self.global_pool == "flatten":
+            h, w = self.final_resolution()
+            return channels * h * w
+        return channels
+
+    def attention_bytes(self) -> list[int]:
+        """Per stage, the fp32 bytes one example's attention scores need (0: none)."""
+        return [
+            score_bytes(stage.attention, h, w)
+            for stage, (h, w) in zip(self.stages, self.resolutions(), strict=True)
+        ]
+
+    def summary(self) -> str:
+        """One line a person can read: ``stem16 | residual32x2 softmax(2x16) ↓max | …``."""
+        parts = [f"stem{self.stem.width}" + ("/2" if self.stem.stride == 2 else "")]
+        for stage in self.stages:
+            text = f"{stage.block}{stage.width}x{stage.depth}"
+            if stage.kernel != 3:
+                text += f" k{stage.kernel}"
+            if stage.attention is not None:
+                text += " " + _attention_summary(stage.attention)
+            if stage.downsample != "none":
+                text += f" ↓{stage.downsample}"
+            parts.append(text)
+        parts.append(self.global_pool)
+        hidden = "-".join(map(str, self.head.hidden))
+        parts.append(f"fc[{hidden}]→{self.classes}" if hidden else f"fc→{self.classes}")
+        return " | ".join(parts)
+
+    # -- JSON ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = _to_plain(self)
+        return {"schema_version": SCHEMA_VERSION, **data}
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: object) -> ArchSpec:
+        """Parse untrusted data: every key, type, name and range is checked."""
+        if not isinstance(data, dict):
+            raise ArchSpecError("spec", f"must be a JSON object, got {type(data).__name__}")
+        body = dict(data)
+        version = body.pop("schema_version", None)
+        if version != SCHEMA_VERSION:
+            raise ArchSpecError(
+                "schema_version", f"must be {SCHEMA_VERSION}, got {version!r}"
+            )
+        spec = _parse(cls, body, "")
+        assert isinstance(spec, ArchSpec)
+        return spec
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArchSpecError("spec", f"is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+
+def attention_budget_bytes() -> int:
+    """The per-example attention memory budget, from ``NAS_ATTENTION_BUDGET_MB``."""
+    raw = os.environ.get(ATTENTION_BUDGET_ENV)
+    if raw is None:
+        return int(DEFAULT_ATTENTION_BUDGET_MB * 2**20)
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        raise ArchSpecError(ATTENTION_BUDGET_ENV, f"must be a number, got {raw!r}") from None
+    if not megabytes > 0:
+        raise ArchSpecError(ATTENTION_BUDGET_ENV, f"must be positive, got {raw!r}")
+    return int(megabytes * 2**20)
+
+
+def score_bytes(attention: AttentionSpec | None, h: int, w: int) -> int:
+    """fp32 bytes of one example's attention scores for ``attention`` on an h×w map."""
+    if attention is None or attention.op == "channel":
+        return 0
+    stride = attention.pool_stride
+    keys = math.ceil(h / stride) * math.ceil(w / stride)
+    return 4 * attention.heads * h * w * keys
+
+
+def _attention_summary(a: AttentionSpec) -> str:
+    if a.op == "channel":
+        return f"channel(r{a.reduction})"
+    dim = "" if a.head_dim is None else f"x{a.head_dim}"
+    extra = {"manet_conv": f",k{a.kernel}", "manet_pool": f",s{a.pool_stride}"}.get(a.op, "")
+    pos = "" if a.position == "none" else f",{a.position}"
+    return f"{a.op}({a.heads}{dim}{extra}{pos})"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _fail(path: str, message: str) -> ArchSpecError:
+    return ArchSpecError(path, message)
+
+
+def _int(path: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _fail(path, f"must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise _fail(path, f"must be in [{low}, {high}], got {value}")
+    return value
+
+
+def _choice(path: str, value: object, choices: tuple[Any, ...] | layers.Registry[Any]) -> None:
+    # Exact type too: 3.0 == 3, but a float kernel is not a valid conv size.
+    if not any(type(value) is type(c) and value == c for c in choices):
+        names = ", ".join(map(repr, choices))
+        raise _fail(path, f"must be one of {names}, got {value!r}")
+
+
+def _validate(spec: ArchSpec) -> None:
+    _int("input.channels", spec.input.channels, 1, 64)
+    _int("input.height", spec.input.height, 1, 4096)
+    _int("input.width", spec.input.width, 1, 4096)
+
+    stem = spec.stem
+    _int("stem.width", stem.width, 1, 1024)
+    _choice("stem.kernel", stem.kernel, KERNELS)
+    _choice("stem.stride", stem.stride, (1, 2))
+    _choice("stem.norm", stem.norm, layers.NORMS)
+    _choice("stem.activation", stem.activation, layers.ACTIVATIONS)
+
+    if not isinstance(spec.stages, tuple) or not 1 <= len(spec.stages) <= 8:
+        raise _fail("stages", f"must be a tuple of 1 to 8 stages, got {spec.stages!r}")
+    budget = attention_budget_bytes()
+    # Resolutions need the downsample names checked first; then each stage in turn.
+    for i, stage in enumerate(spec.stages):
+        if not isinstance(stage, StageSpec):
+            raise _fail(f"stages[{i}]", f"must be a StageSpec, got {stage!r}")
+        _choice(f"stages[{i}].downsample", stage.downsample, layers.DOWNSAMPLES)
+    for i, (stage, (h, w)) in enumerate(zip(spec.stages, spec.resolutions(), strict=True)):
+        _validate_stage(f"stages[{i}]", stage, h, w, budget)
+
+    _choice("global_pool", spec.global_pool, layers.GLOBAL_POOLS)
+    if spec.global_pool == "flatten" and spec.pooled_features() > 2**20:
+        raise _fail(
+            "global_pool",
+            f"'flatten' would feed {spec.pooled_features()} features to the head, over 2^20",
+        )
+    head = spec.head
+    if not isinstance(head.hidden, tuple) or len(head.hidden) > 4:
+        raise _fail("head.hidden", f"must be a tuple of at most 4 widths, got {head.hidden!r}")
+    for j, width in enumerate(head.hidden):
+        _int(f"head.hidden[{j}]", width, 1, 8192)
+    _choice("head.activation", head.activation, layers.ACTIVATIONS)
+    dropout = head.dropout
+    if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        raise _fail("head.dropout", f"must be a float in [0, 1), got {head.dropout!r}")
+    _int("classes", spec.classes, 2, 100_000)
+
+
+def _validate_stage(path: str, stage: StageSpec, h: int, w: int, budget: int) -> None:
+    _choice(f"{path}.block", stage.block, layers.BLOCKS)
+    _int(f"{path}.width", stage.width, 1, 2048)
+    _int(f"{path}.depth", stage.depth, 1, 16)
+    _choice(f"{path}.kernel", stage.kernel, KERNELS)
+    _choice(f"{path}.activation", stage.activation, layers.ACTIVATIONS)
+    _choice(f"{path}.norm", stage.norm, layers.NORMS)
+    if stage.downsample != "none" and min(h, w) < 2:
+        raise _fail(
+            f"{path}.downsample",
+            f"{stage.downsample!r} needs a feature map of at least 2×2, got {h}×{w}",
+        )
+    if stage.attention is not None:
+        _validate_attention(f"{path}.attention", stage.attention, stage.width, h, w, budget)
+
+
+def _validate_attention(
+    path: str, a: AttentionSpec, width: int, h: int, w: int, budget: int
+) -> None:
+    if not isinstance(a, AttentionSpec):
+        raise _fail(path, f"must be an AttentionSpec or None, got {a!r}")
+    _choice(f"{path}.op", a.op, layers.ATTENTIONS)
+    used = ATTENTION_FIELDS[a.op]
+    defaults = AttentionSpec(op=a.op)
+    for name in ("heads", "head_dim", "position", "kernel", "pool_stride", "reduction"):
+        value, default = getattr(a, name), getattr(defaults, name)
+        if name not in used and value != default:
+            raise _fail(
+                f"{path}.{name}",
+                f"is not used by op {a.op!r} and must stay {default!r}, got {value!r}",
+            )
+    if a.op == "channel":
+        _int(f"{path}.reduction", a.reduction, 1, 256)
+        return
+    _int(f"{path}.heads", a.heads, 1, 64)
+    if a.head_dim is None:
+        if width % a.heads:
+            raise _fail(f"{path}.heads", f"must divide width {width}, got {a.heads}")
+    else:
+        _int(f"{path}.head_dim", a.head_dim, 1, 1024)
+    _choice(f"{path}.position", a.position, POSITIONS)
+    if a.op == "manet_conv":
+        _choice(f"{path}.kernel", a.kernel, (3, 5, 7))
+    if a.op == "manet_pool":
+        _int(f"{path}.pool_stride", a.pool_stride, 2, 64)
+        if a.pool_stride > min(h, w):
+            raise _fail(
+                f"{path}.pool_stride",
+                f"must not exceed the {h}×{w} feature map, got {a.pool_stride}",
+            )
+        if a.position == "relbias":
+            raise _fail(
+                f"{path}.position",
+                "'relbias' needs one key per position; manet_pool pools the keys, got 'relbias'",
+            )
+    needed = score_bytes(a, h, w)
+    if needed > budget:
+        keys = needed // (4 * a.heads * h * w)
+        raise _fail(
+            path,
+            f"needs {needed / 2**20:.1f} MiB of attention scores per example "
+            f"({a.heads} heads × {h * w} × {keys} positions, fp32), over the budget of "
+            f"{budget / 2**20:.1f} MiB (set {ATTENTION_BUDGET_ENV} to change it)",
+        )
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _parse(cls: type, data: object, path: str) -> object:
+    """Build dataclass ``cls`` from plain data, checking keys and types on the way."""
+    where = path or "spec"
+    if not isinstance(data, dict):
+        raise ArchSpecError(where, f"must be a JSON object, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = f"{path}." if path else ""
+    for key in data:
+        if key not in fields:
+            raise ArchSpecError(f"{prefix}{key}", f"is not a known key of {cls.__name__}")
+    kwargs = {}
+    for name, field in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], f"{prefix}{name}")
+        elif field.default is dataclasses.MISSING:
+            raise ArchSpecError(f"{prefix}{name}", "is missing")
+    return cls(**kwargs)
+
+
+def _convert(typ: Any, value: object, path: str) -> object:
+    origin = get_origin(typ)
+    if origin in (Union, types.UnionType):
+        options = get_args(typ)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [t for t in options if t is not type(None)]
+        return _convert(inner, value, path)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ArchSpecError(path, f"must be a list, got {value!r}")
+        (item, _ellipsis) = get_args(typ)
+        return tuple(_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(typ):
+        return _parse(typ, value, path)  # type: ignore[arg-type]
+    if typ is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ArchSpecError(path, f"must be an integer, got {value!r}")
+        return value
+    if typ is float:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ArchSpecError(path, f"must be a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ArchSpecError(path, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"no JSON conversion for {typ!r} at {path}")  # a bug in this module

@@ -1,0 +1,66 @@
+"""Rules shared by the spaces: documented mappings from any sampled combination to a
+valid spec, so no space needs a rejection loop."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from nas.spec import AttentionSpec, attention_budget_bytes, score_bytes
+from nas.task import Task
+
+
+def stem_stride(task: Task) -> int:
+    """Stride 1 up to 64×64 inputs (keep small images' detail), 2 above (halve N early)."""
+    return 1 if max(task.height, task.width) <= 64 else 2
+
+
+def stem_resolution(task: Task) -> tuple[int, int]:
+    s = stem_stride(task)
+    return math.ceil(task.height / s), math.ceil(task.width / s)
+
+
+def downsample_rule(op: str, height: int, width: int) -> str:
+    """A map smaller than 2×2 cannot be halved: its downsample becomes ``none``."""
+    return op if min(height, width) >= 2 else "none"
+
+
+def after_downsample(op: str, height: int, width: int) -> tuple[int, int]:
+    return (height, width) if op == "none" else (math.ceil(height / 2), math.ceil(width / 2))
+
+
+def fit_attention(a: AttentionSpec, height: int, width: int) -> AttentionSpec:
+    """Map a sampled attention op to a valid one on a height×width map, by these rules:
+
+    1. ``manet_pool``: the stride is capped at the map's smaller side; on a 1×1 map
+       (nothing to pool) it becomes ``softmax``; ``relbias`` becomes ``learned``
+       (pooled keys have no per-position offsets).
+    2. Over the attention memory budget: halve the heads until it fits; if one head is
+       still too big, pool keys and values (``manet_pool``) with the smallest
+       power-of-2 stride that fits.
+    """
+    if a.op == "channel":
+        return a
+    if a.op == "manet_pool":
+        stride = min(a.pool_stride, height, width)
+        if stride < 2:
+            a = AttentionSpec("softmax", a.heads, a.head_dim, a.position)
+        else:
+            a = replace(a, pool_stride=stride, position=_poolable(a.position))
+    budget = attention_budget_bytes()
+    while a.heads > 1 and score_bytes(a, height, width) > budget:
+        a = replace(a, heads=a.heads // 2)
+    if score_bytes(a, height, width) > budget:
+        pooled = AttentionSpec(
+            "manet_pool", a.heads, a.head_dim, _poolable(a.position), pool_stride=2
+        )
+        while score_bytes(pooled, height, width) > budget and pooled.pool_stride < min(
+            height, width
+        ):
+            pooled = replace(pooled, pool_stride=pooled.pool_stride * 2)
+        a = replace(pooled, pool_stride=min(pooled.pool_stride, height, width))
+    return a
+
+
+def _poolable(position: str) -> str:
+    return "learned" if position == "relbias" else position

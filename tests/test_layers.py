@@ -1,0 +1,148 @@
+"""The layer library: attention formulas, identity at init, registries, pooling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nas import layers
+from nas.builder import build_attention
+from nas.spec import AttentionSpec
+
+
+def qkv(n: int = 5, nk: int | None = None, d: int = 4) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    nk = nk or n
+    return (
+        torch.randn(1, 2, n, d, generator=g),
+        torch.randn(1, 2, nk, d, generator=g),
+        torch.randn(1, 2, nk, d, generator=g),
+    )
+
+
+def weights_of(normalization: str, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The attention weights, read back by attending over one-hot values."""
+    nk = k.shape[-2]
+    eye = torch.eye(nk).expand(q.shape[0], q.shape[1], nk, nk)
+    return layers.attend(q, k, eye, normalization)
+
+
+def test_softmax_matches_formula_and_rows_sum_to_one() -> None:
+    q, k, v = qkv()
+    w = weights_of("softmax", q, k)
+    expected = torch.softmax(q @ k.transpose(-2, -1) / 2.0, dim=-1)  # √d = 2
+    torch.testing.assert_close(w, expected)
+    torch.testing.assert_close(w.sum(-1), torch.ones(1, 2, 5))
+    torch.testing.assert_close(layers.attend(q, k, v, "softmax"), expected @ v)
+
+
+def test_sigmoid_uses_bias_minus_log_n() -> None:
+    q, k, v = qkv(n=3, nk=7)
+    w = weights_of("sigmoid", q, k)
+    scores = q @ k.transpose(-2, -1) / 2.0
+    torch.testing.assert_close(w, torch.sigmoid(scores - math.log(7)))
+    # Hand-checked entry: σ(s − log 7) = 1 / (1 + 7·e^(−s)).
+    s = scores[0, 1, 2, 3].item()
+    assert w[0, 1, 2, 3].item() == pytest.approx(1 / (1 + 7 * math.exp(-s)), rel=1e-5)
+    # Elementwise, not normalised: rows need not sum to 1.
+    assert not torch.allclose(w.sum(-1), torch.ones(1, 2, 3))
+
+
+def test_sigmoid_norm_is_sigmoid_then_row_normalised() -> None:
+    q, k, v = qkv()
+    w = weights_of("sigmoid_norm", q, k)
+    sig = torch.sigmoid(q @ k.transpose(-2, -1) / 2.0)
+    torch.testing.assert_close(w, sig / sig.sum(-1, keepdim=True))
+    torch.testing.assert_close(w.sum(-1), torch.ones(1, 2, 5))
+
+
+def test_hand_checked_two_by_two() -> None:
+    # d = 1, q = [1, 0], k = [0, 2]: scores = [[0, 2], [0, 0]].
+    q = torch.tensor([1.0, 0.0]).reshape(1, 1, 2, 1)
+    k = torch.tensor([0.0, 2.0]).reshape(1, 1, 2, 1)
+    s0 = 1 / (1 + math.exp(-2.0))
+    sm = weights_of("softmax", q, k)[0, 0]
+    torch.testing.assert_close(sm[0], torch.tensor([1 / (1 + math.e**2), math.e**2 / (1 + math.e**2)]))
+    torch.testing.assert_close(sm[1], torch.tensor([0.5, 0.5]))
+    sn = weights_of("sigmoid_norm", q, k)[0, 0]
+    torch.testing.assert_close(sn[0], torch.tensor([0.5 / (0.5 + s0), s0 / (0.5 + s0)]))
+    sg = weights_of("sigmoid", q, k)[0, 0]  # b = −log 2
+    torch.testing.assert_close(sg[1], torch.tensor([1 / 3, 1 / 3]))
+
+
+ALL_OPS = [
+    AttentionSpec("softmax", 2, 8, "relbias"),
+    AttentionSpec("sigmoid", 2, 8, "learned"),
+    AttentionSpec("sigmoid_norm", 1, 8),
+    AttentionSpec("channel", reduction=4),
+    AttentionSpec("manet_conv", 2, 4, kernel=5),
+    AttentionSpec("manet_pool", 2, 8, "learned", pool_stride=2),
+]
+
+
+@pytest.mark.parametrize("spec", ALL_OPS, ids=lambda a: a.op)
+def test_attention_is_identity_at_init_and_learns_away_from_it(spec: AttentionSpec) -> None:
+    torch.manual_seed(0)
+    module = build_attention(spec, channels=16, height=7, width=5)
+    x = torch.randn(3, 16, 7, 5)
+    torch.testing.assert_close(module(x), x)
+    module.gate.data.fill_(1.0)
+    assert not torch.allclose(module(x), x)
+    y = module(x)
+    y.square().sum().backward()
+    assert all(p.grad is not None for p in module.parameters())
+
+
+def test_relative_position_index_is_symmetric_in_offsets() -> None:
+    idx = layers.relative_position_index(3, 4)
+    assert idx.shape == (12, 12)
+    assert idx.min() == 0 and idx.max() == (2 * 3 - 1) * (2 * 4 - 1) - 1
+    assert torch.all(idx.diagonal() == idx[0, 0])  # zero offset, one entry
+
+
+def test_registry_refuses_duplicates_and_names_unknowns() -> None:
+    reg: layers.Registry[int] = layers.Registry("thing")
+    reg.register("a", 1)
+    with pytest.raises(KeyError, match="already registered"):
+        reg.register("a", 2)
+    with pytest.raises(KeyError, match="unknown thing 'b'; known: a"):
+        reg["b"]
+
+
+def test_every_attention_op_is_registered() -> None:
+    assert set(layers.ATTENTIONS) == {
+        "softmax", "sigmoid", "sigmoid_norm", "channel", "manet_conv", "manet_pool",
+    }
+
+
+@pytest.mark.parametrize("op", ["max", "avg", "conv", "attention"])
+@pytest.mark.parametrize("size", [(8, 8), (7, 5), (2, 3)])
+def test_downsamples_halve_rounding_up(op: str, size: tuple[int, int]) -> None:
+    module = layers.DOWNSAMPLES[op](6, "batch", "relu")
+    y = module(torch.randn(2, 6, *size))
+    assert y.shape == (2, 6, math.ceil(size[0] / 2), math.ceil(size[1] / 2))
+
+
+def test_attention_pool_is_a_convex_combination_of_its_window() -> None:
+    module = layers.AttentionPool2d(1)
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    y = module(x)
+    windows = x.unfold(2, 2, 2).unfold(3, 2, 2).reshape(1, 1, 2, 2, 4)
+    assert torch.all(y >= windows.amin(-1) - 1e-5) and torch.all(y <= windows.amax(-1) + 1e-5)
+    module.score.weight.data.fill_(0.0)
+    module.score.bias.data.fill_(0.0)  # equal scores: the window mean
+    torch.testing.assert_close(module(x), windows.mean(-1))
+
+
+@pytest.mark.parametrize(("op", "features"), [("avg", 6), ("max", 6), ("avgmax", 12), ("attention", 6), ("flatten", 6 * 12)])
+def test_global_pools(op: str, features: int) -> None:
+    y = layers.GLOBAL_POOLS[op](6)(torch.randn(2, 6, 3, 4))
+    assert y.shape == (2, features)
+
+
+def test_attention_global_pool_starts_as_the_mean() -> None:
+    pool = layers.AttentionGlobalPool(4)
+    x = torch.randn(2, 4, 3, 3)
+    torch.testing.assert_close(pool(x), x.mean(dim=(2, 3)))  # zero query: uniform weights
