@@ -7,8 +7,6 @@ Module paths mirror spec paths: ``stages.1.attention`` is built from
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
@@ -24,8 +22,13 @@ class Stage(nn.Module):
         make_block = layers.BLOCKS[spec.block]
         self.blocks = nn.Sequential(
             *(
-                make_block(cin if j == 0 else spec.width, spec.width, spec.kernel,
-                           spec.norm, spec.activation)
+                make_block(
+                    cin if j == 0 else spec.width,
+                    spec.width,
+                    spec.kernel,
+                    spec.norm,
+                    spec.activation,
+                )
                 for j in range(spec.depth)
             )
         )
@@ -49,8 +52,12 @@ class Net(nn.Module):
         super().__init__()
         stem = spec.stem
         self.stem = layers.ConvNormAct(
-            spec.input.channels, stem.width, stem.kernel, stride=stem.stride,
-            norm=stem.norm, activation=stem.activation,
+            spec.input.channels,
+            stem.width,
+            stem.kernel,
+            stride=stem.stride,
+            norm=stem.norm,
+            activation=stem.activation,
         )
         stages = []
         cin = stem.width
@@ -75,8 +82,6 @@ class Net(nn.Module):
 
 def build_attention(spec: AttentionSpec, channels: int, height: int, width: int) -> nn.Module:
     """The attention module of ``spec`` on a ``channels``×height×width map."""
-    if spec.op != "channel" and spec.head_dim is None:
-        spec = dataclasses.replace(spec, head_dim=channels // spec.heads)
     return layers.ATTENTIONS[spec.op](channels, height, width, spec)
 
 

@@ -86,9 +86,7 @@ class ConvNormAct(nn.Sequential):
         activation: str | None = "relu",
     ) -> None:
         super().__init__(
-            nn.Conv2d(
-                cin, cout, kernel, stride, kernel // 2, groups=groups, bias=norm == "none"
-            ),
+            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=norm == "none"),
             NORMS[norm](cout),
             ACTIVATIONS[activation]() if activation else nn.Identity(),
         )
@@ -116,9 +114,7 @@ class ResidualBlock(nn.Module):
         self.conv1 = ConvNormAct(cin, cout, kernel, norm=norm, activation=activation)
         self.conv2 = ConvNormAct(cout, cout, kernel, norm=norm, activation=None)
         self.skip = (
-            nn.Identity()
-            if cin == cout
-            else ConvNormAct(cin, cout, 1, norm=norm, activation=None)
+            nn.Identity() if cin == cout else ConvNormAct(cin, cout, 1, norm=norm, activation=None)
         )
         self.act = ACTIVATIONS[activation]()
 
@@ -201,6 +197,8 @@ class SelfAttention2d(nn.Module):
     gate initialised to zero: an inserted attention block starts as the identity.
     """
 
+    rel_index: torch.Tensor  # a buffer, with relbias
+
     def __init__(
         self,
         channels: int,
@@ -280,36 +278,47 @@ class ChannelAttention(nn.Module):
 class AttentionArgs(Protocol):
     """What an attention factory reads (``nas.spec.AttentionSpec`` has these fields)."""
 
-    heads: int
-    head_dim: int
-    position: str
-    kernel: int
-    pool_stride: int
-    reduction: int
+    @property
+    def op(self) -> str: ...
+    @property
+    def heads(self) -> int: ...
+    @property
+    def head_dim(self) -> int | None: ...  # None: channels // heads
+    @property
+    def position(self) -> str: ...
+    @property
+    def kernel(self) -> int: ...
+    @property
+    def pool_stride(self) -> int: ...
+    @property
+    def reduction(self) -> int: ...
+
+
+def _self_attention(channels: int, height: int, width: int, a: AttentionArgs) -> nn.Module:
+    # The MANet modules are this attention with softmax weights and conv or pooled keys.
+    normalization = a.op if a.op in NORMALIZATIONS else "softmax"
+    return SelfAttention2d(
+        channels,
+        a.heads,
+        a.head_dim or channels // a.heads,
+        normalization,
+        height,
+        width,
+        kernel=a.kernel,
+        pool_stride=a.pool_stride,
+        position=a.position,
+    )
+
+
+def _channel_attention(channels: int, height: int, width: int, a: AttentionArgs) -> nn.Module:
+    return ChannelAttention(channels, a.reduction)
 
 
 # Factories take (channels, height, width, args); height and width are the feature map's.
 ATTENTIONS: Registry[Callable[[int, int, int, AttentionArgs], nn.Module]] = Registry("attention")
-for _norm in NORMALIZATIONS:
-    ATTENTIONS.register(
-        _norm,
-        lambda c, h, w, a, _norm=_norm: SelfAttention2d(
-            c, a.heads, a.head_dim, _norm, h, w, position=a.position
-        ),
-    )
-ATTENTIONS.register("channel", lambda c, h, w, a: ChannelAttention(c, a.reduction))
-ATTENTIONS.register(
-    "manet_conv",
-    lambda c, h, w, a: SelfAttention2d(
-        c, a.heads, a.head_dim, "softmax", h, w, kernel=a.kernel, position=a.position
-    ),
-)
-ATTENTIONS.register(
-    "manet_pool",
-    lambda c, h, w, a: SelfAttention2d(
-        c, a.heads, a.head_dim, "softmax", h, w, pool_stride=a.pool_stride, position=a.position
-    ),
-)
+for _name in (*NORMALIZATIONS, "manet_conv", "manet_pool"):
+    ATTENTIONS.register(_name, _self_attention)
+ATTENTIONS.register("channel", _channel_attention)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -343,12 +352,8 @@ class AttentionPool2d(nn.Module):
 
 DOWNSAMPLES: Registry[Callable[[int, str, str], nn.Module]] = Registry("downsample")
 DOWNSAMPLES.register("none", lambda channels, norm, activation: nn.Identity())
-DOWNSAMPLES.register(
-    "max", lambda channels, norm, activation: nn.MaxPool2d(2, 2, ceil_mode=True)
-)
-DOWNSAMPLES.register(
-    "avg", lambda channels, norm, activation: nn.AvgPool2d(2, 2, ceil_mode=True)
-)
+DOWNSAMPLES.register("max", lambda channels, norm, activation: nn.MaxPool2d(2, 2, ceil_mode=True))
+DOWNSAMPLES.register("avg", lambda channels, norm, activation: nn.AvgPool2d(2, 2, ceil_mode=True))
 DOWNSAMPLES.register(
     "conv",
     lambda channels, norm, activation: ConvNormAct(

@@ -1,8 +1,8 @@
 """Search spaces by name or path, and ``python -m nas.space`` to look at one.
 
-    python -m nas.space attention_cnn --describe
-    python -m nas.space attention_cnn --sample 5 --seed 0
-    python -m nas.space my_space.py --sample 200 --seed 0 --json
+python -m nas.space attention_cnn --describe
+python -m nas.space attention_cnn --sample 5 --seed 0
+python -m nas.space my_space.py --sample 200 --seed 0 --json
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def load_space(name_or_path: str) -> ModuleType:
     return module
 
 
-def sample(suggest: Suggest, task: Task, count: int, seed: int) -> list[tuple[ArchSpec, dict[str, Any]]]:
+def sample(
+    suggest: Suggest, task: Task, count: int, seed: int
+) -> list[tuple[ArchSpec, dict[str, Any]]]:
     """``count`` specs drawn by Optuna's RandomSampler, with the params behind each."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
@@ -120,14 +122,20 @@ def _flops(spec: ArchSpec) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nas.space", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("space", help=f"a built-in space ({', '.join(space_names())}) or a .py path")
+    parser = argparse.ArgumentParser(
+        prog="python -m nas.space",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "space", help=f"a built-in space ({', '.join(space_names())}) or a .py path"
+    )
     parser.add_argument("--describe", action="store_true", help="list parameters and choices")
     parser.add_argument("--sample", type=int, metavar="K", help="print K sampled specs")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
-    parser.add_argument("--json", action="store_true",
-                        help="one JSON object per line: spec, params, flops")
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per line: spec, params, flops"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     task = FASHION_MNIST  # the default task's shape; spaces read only its shape

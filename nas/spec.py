@@ -202,9 +202,7 @@ class ArchSpec:
         body = dict(data)
         version = body.pop("schema_version", None)
         if version != SCHEMA_VERSION:
-            raise ArchSpecError(
-                "schema_version", f"must be {SCHEMA_VERSION}, got {version!r}"
-            )
+            raise ArchSpecError("schema_version", f"must be {SCHEMA_VERSION}, got {version!r}")
         spec = _parse(cls, body, "")
         assert isinstance(spec, ArchSpec)
         return spec

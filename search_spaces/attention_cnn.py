@@ -32,7 +32,13 @@ from search_spaces._common import (
 )
 
 ATTENTION_KINDS = (
-    "none", "softmax", "sigmoid", "sigmoid_norm", "channel", "manet_conv", "manet_pool",
+    "none",
+    "softmax",
+    "sigmoid",
+    "sigmoid_norm",
+    "channel",
+    "manet_conv",
+    "manet_pool",
 )
 DOWNSAMPLES = ("max", "avg", "conv", "attention")
 GLOBAL_POOLS = ("avg", "max", "avgmax", "attention")
@@ -68,7 +74,9 @@ def suggest(trial: optuna.Trial, task: Task) -> ArchSpec:
     norm = trial.suggest_categorical("norm", ("batch", "group"))
     stem = StemSpec(
         trial.suggest_categorical("stem.width", (16, 24, 32)),
-        stride=stem_stride(task), norm=norm, activation=activation,
+        stride=stem_stride(task),
+        norm=norm,
+        activation=activation,
     )
     height, width = stem_resolution(task)
     stages = []

@@ -13,8 +13,13 @@ def spec() -> ArchSpec:
         input=InputSpec(3, 16, 16),
         stem=StemSpec(8),
         stages=(
-            StageSpec("residual", 16, 2, attention=AttentionSpec("softmax", 2, 4, "relbias"),
-                      downsample="conv"),
+            StageSpec(
+                "residual",
+                16,
+                2,
+                attention=AttentionSpec("softmax", 2, 4, "relbias"),
+                downsample="conv",
+            ),
             StageSpec("separable", 16, attention=AttentionSpec("channel", reduction=2)),
         ),
         global_pool="avgmax",
@@ -26,8 +31,16 @@ def spec() -> ArchSpec:
 def test_module_paths_mirror_spec_paths() -> None:
     model = build_model(spec())
     names = dict(model.named_modules())
-    for path in ("stem", "stages.0.blocks.0", "stages.0.blocks.1", "stages.0.attention",
-                 "stages.0.downsample", "stages.1.attention", "global_pool", "head"):
+    for path in (
+        "stem",
+        "stages.0.blocks.0",
+        "stages.0.blocks.1",
+        "stages.0.attention",
+        "stages.0.downsample",
+        "stages.1.attention",
+        "global_pool",
+        "head",
+    ):
         assert path in names
     assert "stages.0.attention.rel_table" in model.state_dict()
     assert "stages.0.attention.rel_index" not in model.state_dict()  # derived, not stored

@@ -39,7 +39,7 @@ def test_softmax_matches_formula_and_rows_sum_to_one() -> None:
 
 
 def test_sigmoid_uses_bias_minus_log_n() -> None:
-    q, k, v = qkv(n=3, nk=7)
+    q, k, _ = qkv(n=3, nk=7)
     w = weights_of("sigmoid", q, k)
     scores = q @ k.transpose(-2, -1) / 2.0
     torch.testing.assert_close(w, torch.sigmoid(scores - math.log(7)))
@@ -51,7 +51,7 @@ def test_sigmoid_uses_bias_minus_log_n() -> None:
 
 
 def test_sigmoid_norm_is_sigmoid_then_row_normalised() -> None:
-    q, k, v = qkv()
+    q, k, _ = qkv()
     w = weights_of("sigmoid_norm", q, k)
     sig = torch.sigmoid(q @ k.transpose(-2, -1) / 2.0)
     torch.testing.assert_close(w, sig / sig.sum(-1, keepdim=True))
@@ -64,7 +64,9 @@ def test_hand_checked_two_by_two() -> None:
     k = torch.tensor([0.0, 2.0]).reshape(1, 1, 2, 1)
     s0 = 1 / (1 + math.exp(-2.0))
     sm = weights_of("softmax", q, k)[0, 0]
-    torch.testing.assert_close(sm[0], torch.tensor([1 / (1 + math.e**2), math.e**2 / (1 + math.e**2)]))
+    torch.testing.assert_close(
+        sm[0], torch.tensor([1 / (1 + math.e**2), math.e**2 / (1 + math.e**2)])
+    )
     torch.testing.assert_close(sm[1], torch.tensor([0.5, 0.5]))
     sn = weights_of("sigmoid_norm", q, k)[0, 0]
     torch.testing.assert_close(sn[0], torch.tensor([0.5 / (0.5 + s0), s0 / (0.5 + s0)]))
@@ -113,7 +115,12 @@ def test_registry_refuses_duplicates_and_names_unknowns() -> None:
 
 def test_every_attention_op_is_registered() -> None:
     assert set(layers.ATTENTIONS) == {
-        "softmax", "sigmoid", "sigmoid_norm", "channel", "manet_conv", "manet_pool",
+        "softmax",
+        "sigmoid",
+        "sigmoid_norm",
+        "channel",
+        "manet_conv",
+        "manet_pool",
     }
 
 
@@ -136,7 +143,10 @@ def test_attention_pool_is_a_convex_combination_of_its_window() -> None:
     torch.testing.assert_close(module(x), windows.mean(-1))
 
 
-@pytest.mark.parametrize(("op", "features"), [("avg", 6), ("max", 6), ("avgmax", 12), ("attention", 6), ("flatten", 6 * 12)])
+@pytest.mark.parametrize(
+    ("op", "features"),
+    [("avg", 6), ("max", 6), ("avgmax", 12), ("attention", 6), ("flatten", 6 * 12)],
+)
 def test_global_pools(op: str, features: int) -> None:
     y = layers.GLOBAL_POOLS[op](6)(torch.randn(2, 6, 3, 4))
     assert y.shape == (2, features)

@@ -23,7 +23,9 @@ def make_spec(**changes: object) -> ArchSpec:
         input=InputSpec(1, 28, 28),
         stem=StemSpec(16),
         stages=(
-            StageSpec("residual", 32, 2, attention=AttentionSpec("softmax", 2, 8), downsample="max"),
+            StageSpec(
+                "residual", 32, 2, attention=AttentionSpec("softmax", 2, 8), downsample="max"
+            ),
             StageSpec("plain", 96, attention=AttentionSpec("channel", reduction=4)),
         ),
         global_pool="avg",
@@ -52,7 +54,9 @@ def test_heads_must_divide_width_names_path_and_value() -> None:
     spec = make_spec()
     bad = AttentionSpec("sigmoid", heads=5)  # head_dim None: width // heads
     stages = (*spec.stages, StageSpec("plain", 96, attention=bad))
-    with pytest.raises(ArchSpecError, match=r"stages\[2\]\.attention\.heads must divide width 96, got 5"):
+    with pytest.raises(
+        ArchSpecError, match=r"stages\[2\]\.attention\.heads must divide width 96, got 5"
+    ):
         make_spec(stages=stages)
 
 
@@ -85,12 +89,22 @@ def test_invalid_top_level_fields_raise_with_path(changes: dict[str, object], pa
         ({"norm": "layer"}, r"stages\[1\]\.norm"),
         ({"attention": AttentionSpec("cosine")}, r"stages\[1\]\.attention\.op"),
         ({"attention": AttentionSpec("channel", heads=2)}, r"stages\[1\]\.attention\.heads"),
-        ({"attention": AttentionSpec("softmax", 2, 8, "sinusoid")}, r"stages\[1\]\.attention\.position"),
-        ({"attention": AttentionSpec("manet_conv", 2, 8, kernel=1)}, r"stages\[1\]\.attention\.kernel"),
-        ({"attention": AttentionSpec("manet_pool", 2, 8, pool_stride=15)},
-         r"stages\[1\]\.attention\.pool_stride"),
-        ({"attention": AttentionSpec("manet_pool", 2, 8, "relbias", pool_stride=2)},
-         r"stages\[1\]\.attention\.position"),
+        (
+            {"attention": AttentionSpec("softmax", 2, 8, "sinusoid")},
+            r"stages\[1\]\.attention\.position",
+        ),
+        (
+            {"attention": AttentionSpec("manet_conv", 2, 8, kernel=1)},
+            r"stages\[1\]\.attention\.kernel",
+        ),
+        (
+            {"attention": AttentionSpec("manet_pool", 2, 8, pool_stride=15)},
+            r"stages\[1\]\.attention\.pool_stride",
+        ),
+        (
+            {"attention": AttentionSpec("manet_pool", 2, 8, "relbias", pool_stride=2)},
+            r"stages\[1\]\.attention\.position",
+        ),
     ],
 )
 def test_invalid_stage_fields_raise_with_path(changes: dict[str, object], path: str) -> None:
@@ -101,14 +115,23 @@ def test_invalid_stage_fields_raise_with_path(changes: dict[str, object], path: 
 
 def test_downsample_needs_a_map_to_halve() -> None:
     stages = tuple(StageSpec("plain", 8, downsample="max") for _ in range(6))
-    with pytest.raises(ArchSpecError, match=r"stages\[5\]\.downsample 'max' needs a feature map of at least 2×2, got 1×1"):
+    with pytest.raises(
+        ArchSpecError,
+        match=r"stages\[5\]\.downsample 'max' needs a feature map of at least 2×2, got 1×1",
+    ):
         make_spec(stages=stages)
 
 
-def test_attention_over_memory_budget_is_refused_with_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_attention_over_memory_budget_is_refused_with_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     big = StageSpec("plain", 32, attention=AttentionSpec("softmax", heads=8, head_dim=4))
     # 8 heads × 784 × 784 × 4 bytes = 18.8 MiB > the 16 MiB default
-    with pytest.raises(ArchSpecError, match=r"stages\[0\]\.attention needs 18\.8 MiB .* budget of 16\.0 MiB .*NAS_ATTENTION_BUDGET_MB"):
+    with pytest.raises(
+        ArchSpecError,
+        match=r"stages\[0\]\.attention needs 18\.8 MiB .* budget of 16\.0 MiB "
+        r".*NAS_ATTENTION_BUDGET_MB",
+    ):
         make_spec(stages=(big,))
     monkeypatch.setenv("NAS_ATTENTION_BUDGET_MB", "32")
     assert make_spec(stages=(big,)).attention_bytes() == [8 * 784 * 784 * 4]
@@ -128,8 +151,10 @@ def test_pooled_attention_is_cheaper() -> None:
     [
         (lambda d: d.update(extra=1), "extra"),
         (lambda d: d["stem"].update(widht=3), "stem.widht"),
-        (lambda d: d["stages"][0]["attention"].update(op="__import__('os').system('x')"),
-         r"stages\[0\]\.attention\.op"),
+        (
+            lambda d: d["stages"][0]["attention"].update(op="__import__('os').system('x')"),
+            r"stages\[0\]\.attention\.op",
+        ),
         (lambda d: d["stages"][0].update(width="32"), r"stages\[0\]\.width"),
         (lambda d: d["stages"][0].update(width=10**12), r"stages\[0\]\.width"),
         (lambda d: d["head"].update(hidden=[64, 2.5]), r"head\.hidden\[1\]"),

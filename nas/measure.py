@@ -1,0 +1,298 @@
+"""Measurements of a built model: latency, FLOPs, parameters, peak memory, and the device.
+
+Latency is timed by ``torch.utils.benchmark.Timer`` (which synchronises CUDA and sets the
+thread count for the duration), never by a hand-written loop: a warm-up first, then
+``blocked_autorange`` gives blocks of runs whose median and interquartile range we report.
+Throughput at a larger batch is the same call with another ``batch``.
+
+Every function here leaves the model as it found it: latency and memory are measured on a
+deep copy (so moving it to another device or memory format cannot touch the caller's),
+FLOPs on the model itself in eval mode, restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.metadata
+import logging
+import os
+import platform
+import weakref
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
+
+Precision = Literal["fp32", "bf16"]
+MemoryFormat = Literal["contiguous", "channels_last"]
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> int:
+    """FLOPs of one forward pass (multiply-add counted as 2) for ``batch`` inputs.
+
+    Counted by PyTorch's own ``FlopCounterMode`` on a dry run in eval mode without
+    autograd, so counting leaves the model as it was. Ops it has no formula for (norms,
+    activations, pooling, softmax) count zero: the figure is the matmul/conv work.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = _device_of(model)
+        x = torch.zeros((batch, *input_shape), device=device)
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            model(x)
+        return int(counter.get_total_flops())
+    finally:
+        model.train(was_training)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Forward-pass latency of one batch.
+
+    Attributes:
+        median_ms: median time per forward pass (the figure to compare).
+        iqr_ms: interquartile range across measured blocks (the spread).
+        batch: inputs per forward pass.
+        device: ``cpu`` or ``cuda:N``.
+        threads: torch intra-op threads during timing.
+        precision: ``fp32`` or ``bf16`` (autocast).
+        memory_format: ``contiguous`` or ``channels_last``.
+        runs: forward passes timed in all.
+    """
+
+    median_ms: float
+    iqr_ms: float
+    batch: int
+    device: str
+    threads: int
+    precision: str
+    memory_format: str
+    runs: int
+
+    @property
+    def throughput(self) -> float:
+        """Inputs per second at this batch size."""
+        return self.batch / (self.median_ms / 1e3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    batch: int = 1,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    min_run_time: float = 0.5,
+    warmup: int = 3,
+    precision: Precision = "fp32",
+    memory_format: MemoryFormat = "contiguous",
+) -> Latency:
+    """Time a forward pass of ``model`` on a ``(batch, *input_shape)`` input.
+
+    The model is deep-copied, put on ``device`` in eval mode and run under
+    ``torch.inference_mode()``; ``threads`` (default: the current torch setting) is set by
+    the Timer only while it measures. ``min_run_time`` is the seconds of measurement after
+    warm-up; longer runs give tighter medians on a busy machine.
+    """
+    dev = torch.device(device)
+    n_threads = threads if threads is not None else torch.get_num_threads()
+    net = _copy_to(model, dev, memory_format)
+    x = torch.randn((batch, *input_shape), device=dev)
+    if memory_format == "channels_last" and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    autocast = (
+        torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+        if precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    timer = _benchmark().Timer(
+        stmt="net(x)",
+        globals={"net": net, "x": x},
+        num_threads=n_threads,
+        label="latency",
+        description=f"batch={batch}",
+    )
+    with torch.inference_mode(), autocast:
+        # Warm-up outside the measurement: first calls pay for oneDNN primitive creation,
+        # cuDNN algorithm search and allocator growth.
+        timer.timeit(number=max(warmup, 1))
+        m = timer.blocked_autorange(min_run_time=min_run_time)
+    return Latency(
+        median_ms=m.median * 1e3,
+        iqr_ms=m.iqr * 1e3,
+        batch=batch,
+        device=str(dev),
+        threads=n_threads,
+        precision=precision,
+        memory_format=memory_format,
+        runs=m.number_per_run * len(m.raw_times),
+    )
+
+
+class _PeakTensorBytes(TorchDispatchMode):
+    """Tracks the bytes of tensor storages created by ATen ops while active, and the peak.
+
+    Each new storage is counted when an op returns it and uncounted when it is freed
+    (a weakref finalizer on the storage object, which PyTorch keeps alive exactly as long
+    as the storage). In-place ops and views return known storages and add nothing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._seen: dict[int, int] = {}
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self.live -= nbytes
+        self._seen.pop(key, None)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = id(storage)
+                if key in self._seen:
+                    continue
+                nbytes = storage.nbytes()
+                self._seen[key] = nbytes
+                self.live += nbytes
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(storage, self._free, key, nbytes)
+        return out
+
+
+def peak_memory(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    batch: int = 1,
+    device: str | torch.device = "cpu",
+    train: bool = False,
+) -> int:
+    """Peak bytes allocated by one forward pass (plus backward if ``train``), beyond what
+    was allocated before it (parameters and the input are excluded).
+
+    CUDA: the caching allocator's own ``max_memory_allocated`` delta. CPU has no allocator
+    statistics, so every tensor storage an ATen op creates is tracked from creation to
+    free (a dispatch mode) and the peak of the live sum is taken: activations, gradients
+    and outputs, but not scratch space that libraries such as oneDNN keep to themselves,
+    nor allocator slack. The two are therefore comparable across models on one device,
+    not across devices.
+    """
+    dev = torch.device(device)
+    net = _copy_to(model, dev, "contiguous")
+    net.train(train)
+    x = torch.randn((batch, *input_shape), device=dev)
+    grad_mode = torch.enable_grad() if train else torch.inference_mode()
+
+    def run() -> None:
+        out = net(x)
+        if train:
+            out.float().sum().backward()
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        with grad_mode:
+            run()
+        torch.cuda.synchronize(dev)
+        return int(torch.cuda.max_memory_allocated(dev) - before)
+    tracker = _PeakTensorBytes()
+    with grad_mode, tracker:
+        run()
+    return tracker.peak
+
+
+def fingerprint() -> dict[str, Any]:
+    """Where a measurement was taken: CPU, threads, GPU and library versions.
+
+    Keys: ``cpu``, ``cpu_count``, ``cpu_capability``, ``cpu_bf16``, ``torch_threads``,
+    ``gpu`` (None without CUDA), ``gpu_count``, ``torch``, ``cuda``, ``cudnn``, ``python``,
+    ``optuna``, ``platform``.
+    """
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    flags = _cpu_info().get("flags", "").split()
+    return {
+        "cpu": _cpu_info().get("model name") or platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": "amx_bf16" in flags or "avx512_bf16" in flags,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "gpu_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "python": platform.python_version(),
+        "optuna": _version("optuna"),
+        "platform": platform.platform(),
+    }
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _benchmark() -> Any:
+    """``torch.utils.benchmark``, imported on first use with its import-time warning about a
+    missing CUDA toolkit (it pulls in cpp_extension for Callgrind) silenced: it is noise on
+    a CPU machine and says nothing about timing."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        log.setLevel(level)
+    return benchmark
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _copy_to(model: nn.Module, device: torch.device, memory_format: MemoryFormat) -> nn.Module:
+    net = copy.deepcopy(model).to(device)
+    if memory_format == "channels_last":
+        net = net.to(memory_format=torch.channels_last)
+    return net.eval()
+
+
+def _cpu_info() -> dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo (empty off Linux)."""
+    info: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():  # a blank line ends the first processor's block
+                break
+            key, _, value = line.partition(":")
+            info[key.strip()] = value.strip()
+    return info
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
