@@ -1,0 +1,155 @@
+"""The Optuna glue: trial → spec → measure → constraints → brief training → values.
+
+Latency, FLOPs and parameters are properties of the architecture, so they are
+measured before training: a candidate over a hard budget is recorded with the reason
+and never trained. Everything a trial did is stored on it as user attributes (the
+spec as JSON, seed, latency median and spread, FLOPs, params, device fingerprint,
+library versions, epochs done, images/s, and why it failed or was pruned).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+import torch
+
+from nas import pruning
+from nas.builder import build_model
+from nas.data import Data
+from nas.measure import count_flops, count_params, fingerprint, measure_latency
+from nas.space import Suggest, load_space
+from nas.study import measurement_lock, training_lock
+from nas.train import TrainConfig, train
+
+# Learning-curve steps are hundredths of an epoch: Optuna wants integer steps and the
+# rungs of a brief training are fractions of an epoch.
+STEPS_PER_EPOCH = 100
+
+
+class TrialFailed(Exception):
+    """A trial that cannot give values (NaN loss, out of memory); the reason is stored."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_latency_ms: float | None = None
+    max_params: int | None = None
+    max_flops: int | None = None
+
+
+@dataclass
+class Objective:
+    """Callable objective for ``study.optimize``-style loops.
+
+    Baseline trials (enqueued hand designs) carry the user attr ``baseline`` with the
+    name of their space; every other trial samples ``suggest``.
+    """
+
+    suggest: Suggest
+    data: Data
+    objectives: tuple[str, ...]
+    train_config: TrainConfig
+    limits: Limits
+    latency_device: str = "cpu"
+    latency_batch: int = 1
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self._fingerprint = fingerprint()
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned as e:
+            trial.set_user_attr("reason", str(e))
+            raise
+        except torch.OutOfMemoryError as e:
+            self._free()
+            reason = f"out of memory: {str(e).splitlines()[0]}"
+            trial.set_user_attr("reason", reason)
+            raise TrialFailed(reason) from None
+        except Exception as e:
+            trial.set_user_attr("reason", f"{e.__class__.__name__}: {e}")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        baseline = trial.user_attrs.get("baseline")
+        suggest = load_space(baseline).suggest if baseline else self.suggest
+        spec = suggest(trial, self.data.task)
+        seed = self.seed + trial.number
+        trial.set_user_attr("arch", spec.to_dict())
+        trial.set_user_attr("summary", spec.summary())
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("device", self._fingerprint)
+
+        model = build_model(spec, seed=seed)
+        shape = (spec.input.channels, spec.input.height, spec.input.width)
+        params = count_params(model)
+        flops = count_flops(model, shape)
+        with measurement_lock():
+            latency = measure_latency(
+                model, shape, batch=self.latency_batch, device=self.latency_device
+            )
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("flops", flops)
+        trial.set_user_attr("latency_ms", latency.median_ms)
+        trial.set_user_attr("latency_iqr_ms", latency.iqr_ms)
+        trial.set_user_attr("latency", latency.to_dict())
+        self._check_limits(latency.median_ms, params, flops)
+
+        config = replace(self.train_config, seed=seed)
+
+        def report(epoch: float, accuracy: float) -> None:
+            trial.set_user_attr("epochs_done", epoch)
+            pruning.report(trial, round(epoch * STEPS_PER_EPOCH), accuracy)
+            # The last report comes after training: pruning then would save nothing and
+            # only drop a finished candidate from the front.
+            final = epoch >= config.epochs - 1e-9
+            if not final and pruning.should_prune(trial):
+                raise optuna.TrialPruned(f"pruned at epoch {epoch:.2f}: accuracy {accuracy:.4f}")
+
+        model.to(self.device)
+        with training_lock():
+            result = train(model, self.data, config, report=report, device=self.device)
+        trial.set_user_attr("epochs_done", result.epochs_done)
+        trial.set_user_attr("images_per_second", result.images_per_second)
+        trial.set_user_attr("train_seconds", result.train_seconds)
+        trial.set_user_attr("train_status", result.status)
+        if result.status == "nan" or not math.isfinite(result.val_accuracy):
+            raise TrialFailed(f"loss became NaN/inf after {result.epochs_done:.2f} epochs")
+        values: dict[str, float] = {
+            "accuracy": result.val_accuracy,
+            "latency": latency.median_ms,
+            "params": float(params),
+            "flops": float(flops),
+        }
+        out = tuple(values[o] for o in self.objectives)
+        return out[0] if len(out) == 1 else out
+
+    def _check_limits(self, latency_ms: float, params: int, flops: int) -> None:
+        over: list[tuple[str, Any, Any]] = []
+        if self.limits.max_latency_ms is not None and latency_ms > self.limits.max_latency_ms:
+            over.append(
+                (
+                    "latency",
+                    f"{latency_ms:.3f} ms",
+                    f"--max-latency-ms {self.limits.max_latency_ms}",
+                )
+            )
+        if self.limits.max_params is not None and params > self.limits.max_params:
+            over.append(("params", params, f"--max-params {self.limits.max_params}"))
+        if self.limits.max_flops is not None and flops > self.limits.max_flops:
+            over.append(("flops", flops, f"--max-flops {self.limits.max_flops}"))
+        if over:
+            text = "; ".join(f"{name} {value} over {limit}" for name, value, limit in over)
+            raise optuna.TrialPruned(f"over budget, not trained: {text}")
+
+    def _free(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,395 @@
+"""python -m nas.search: find the most accurate and fastest architectures.
+
+    python -m nas.search --trials 100                # attention_cnn on Fashion-MNIST
+    python -m nas.search --trials 100                # again: resumes, never starts over
+    python -m nas.search --trials 40 --jobs 2 --storage postgresql://me@db/nas
+
+``--trials N`` is the number of finished trials the study should hold; running the same
+command again continues the study. Ctrl-C stops after marking the running trial (it is
+queued again for the next run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import multiprocessing
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from nas import pruning
+from nas.data import DATASETS, load_data, task_for
+from nas.objective import Limits, Objective
+from nas.space import load_space
+from nas.study import (
+    OBJECTIVE_SETS,
+    SAMPLERS,
+    finished_count,
+    make_sampler,
+    make_storage,
+    open_study,
+    parse_objectives,
+    pending_count,
+    requeue,
+    slot_lock,
+)
+from nas.train import TrainConfig
+
+# Per-trial budget: chosen so that `python -m nas.search --trials 100` takes about half
+# an hour on a 2-core CPU with pruning (see README).
+DEFAULT_EPOCHS = 1.0
+BASELINES = ("seed_cnn", "resnet")
+
+
+@dataclass
+class Settings:
+    trials: int
+    timeout: float | None
+    space: str
+    dataset: str
+    data_dir: str | None
+    epochs: float
+    storage: str
+    study_name: str
+    objectives: tuple[str, ...]
+    limits: Limits
+    latency_device: str
+    latency_batch: int
+    sampler: str
+    pruner: str
+    seed: int
+    jobs: int
+    device: str
+    enqueue_baselines: bool
+    threads: int = field(default=0)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m nas.search",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--trials", type=int, default=100, help="finished trials in the study (default 100)"
+    )
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--space", default="attention_cnn", help="space name or .py path")
+    p.add_argument(
+        "--dataset", default="fashion_mnist", help=f"{', '.join(DATASETS)} or imagefolder:PATH"
+    )
+    p.add_argument("--data-dir", help="where the dataset files are")
+    p.add_argument(
+        "--epochs",
+        type=float,
+        default=DEFAULT_EPOCHS,
+        help=f"training budget per trial in epochs (default {DEFAULT_EPOCHS})",
+    )
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db)")
+    p.add_argument("--study-name", help="default: <space>-<dataset>")
+    p.add_argument("--objectives", default="accuracy,latency", help=" | ".join(OBJECTIVE_SETS))
+    p.add_argument("--max-latency-ms", type=float, help="hard latency budget (not trained if over)")
+    p.add_argument("--max-params", type=int, help="hard parameter budget")
+    p.add_argument("--max-flops", type=int, help="hard FLOP budget")
+    p.add_argument(
+        "--latency-device", default=None, help="where latency is measured (default: --device)"
+    )
+    p.add_argument(
+        "--latency-batch", type=int, default=1, help="batch size of the latency measurement"
+    )
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    p.add_argument(
+        "--pruner",
+        default=None,
+        choices=("pareto", "hyperband", "median", "none"),
+        help="default: pareto (multi-objective) or hyperband (single)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+    p.add_argument(
+        "--enqueue-baselines",
+        action="store_true",
+        help=f"run the hand designs ({', '.join(BASELINES)}) as the first trials",
+    )
+    p.add_argument("--debug", action="store_true", help="tracebacks and Optuna's logs")
+    return p.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Validate everything before anything is written."""
+    objectives = parse_objectives(args.objectives)
+    load_space(args.space)
+    task_for(args.dataset, data_dir=args.data_dir)
+    if args.trials < 1:
+        raise ValueError(f"--trials must be at least 1, got {args.trials}")
+    if not args.epochs > 0:
+        raise ValueError(f"--epochs must be positive, got {args.epochs}")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    space_name = Path(args.space).stem
+    study_name = (
+        args.study_name or f"{space_name}-{args.dataset.replace(':', '_').replace('/', '_')}"
+    )
+    storage = args.storage or f"sqlite:///studies/{study_name}.db"
+    from nas.study import check_storage_url
+
+    check_storage_url(storage)
+    pruning.make_pruner(args.pruner or "pareto", multi_objective=len(objectives) > 1)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    return Settings(
+        trials=args.trials,
+        timeout=args.timeout,
+        space=args.space,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        storage=storage,
+        study_name=study_name,
+        objectives=objectives,
+        limits=Limits(args.max_latency_ms, args.max_params, args.max_flops),
+        latency_device=args.latency_device or device,
+        latency_batch=args.latency_batch,
+        sampler=args.sampler,
+        pruner=args.pruner or "pareto",
+        seed=args.seed,
+        jobs=args.jobs,
+        device=device,
+        enqueue_baselines=args.enqueue_baselines,
+        threads=threads,
+    )
+
+
+def build_study(s: Settings, worker: int = 0) -> optuna.Study:
+    multi = len(s.objectives) > 1
+    sampler = make_sampler(s.sampler, s.seed + worker, multi)
+    pruner = pruning.make_pruner(s.pruner, multi)
+    # Workers starting together on a new database would race to create its tables.
+    with slot_lock(s.storage, s.study_name):
+        return open_study(make_storage(s.storage), s.study_name, s.objectives, sampler, pruner)
+
+
+def run_worker(
+    s: Settings, worker: int = 0, on_trial: Callable[[optuna.Study], None] | None = None
+) -> None:
+    """Run trials until the study holds ``s.trials`` finished ones (or time runs out)."""
+    torch.set_num_threads(s.threads)
+    study = build_study(s, worker)
+    data = load_data(s.dataset, device=s.device, seed=s.seed, data_dir=s.data_dir)
+    objective = Objective(
+        suggest=load_space(s.space).suggest,
+        data=data,
+        objectives=s.objectives,
+        train_config=TrainConfig(epochs=s.epochs, report_every=s.epochs / 4),
+        limits=s.limits,
+        latency_device=s.latency_device,
+        latency_batch=s.latency_batch,
+        seed=s.seed,
+        device=s.device,
+    )
+    deadline = None if s.timeout is None else time.monotonic() + s.timeout
+    while deadline is None or time.monotonic() < deadline:
+        with slot_lock(s.storage, s.study_name):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            finished = finished_count(study)
+            if finished >= s.trials:
+                return
+            trial = None
+            if finished + pending_count(study) < s.trials or _waiting(study):
+                with warnings.catch_warnings():
+                    # Optuna warns that heartbeats are meant for Study.optimize: this loop
+                    # runs them itself (run_trial), around its own slot lock.
+                    warnings.simplefilter("ignore", UserWarning)
+                    trial = study.ask()
+        if trial is None:  # the last slots are running elsewhere: wait for them
+            time.sleep(2)
+            continue
+        run_trial(study, trial, objective)
+        if on_trial is not None:
+            on_trial(study)
+
+
+def _waiting(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
+    """Run one trial and tell the study; failures are recorded, never raised."""
+    from optuna.storages._heartbeat import get_heartbeat_thread  # Optuna's own heartbeat
+
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        try:
+            values = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        except KeyboardInterrupt:
+            trial.set_user_attr("reason", "interrupted (Ctrl-C); queued again")
+            frozen = study.tell(trial, state=TrialState.FAIL)
+            requeue(study, frozen)
+            raise
+        except Exception as e:  # recorded with its reason; the study goes on
+            if "reason" not in trial.user_attrs:
+                trial.set_user_attr("reason", f"{e.__class__.__name__}: {e}")
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, values)
+
+
+def _worker_main(s: Settings, worker: int) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    with contextlib.suppress(KeyboardInterrupt):  # the parent reports the interruption
+        run_worker(s, worker)
+
+
+# ------------------------------------------------------------------------ reporting
+
+
+def front(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto front, most accurate first (single objective: the best trial)."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return []
+    if len(study.directions) == 1:
+        return [study.best_trial]
+    return sorted(study.best_trials, key=lambda t: t.values[0], reverse=True)
+
+
+def front_table(study: optuna.Study) -> str:
+    rows = [("trial", "accuracy", "latency ms", "params", "MFLOPs", "structure")]
+    for t in front(study):
+        a = t.user_attrs
+        rows.append(
+            (
+                str(t.number),
+                f"{t.values[0]:.4f}",
+                f"{a.get('latency_ms', math.nan):.3f}",
+                f"{a.get('params', 0):,}",
+                f"{a.get('flops', 0) / 1e6:.1f}",
+                (f"[{a['baseline']}] " if "baseline" in a else "") + a.get("summary", ""),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join(
+        "  ".join(c.rjust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
+        for r in rows
+    )
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    out = {state.name.lower(): 0 for state in TrialState}
+    for t in trials:
+        out[t.state.name.lower()] += 1
+    return out
+
+
+class Progress:
+    """A tqdm bar over finished trials with pruned/failed counts, best accuracy, front size."""
+
+    def __init__(self, study: optuna.Study, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="trial", dynamic_ncols=True, file=sys.stderr)
+        self.update(study)
+
+    def update(self, study: optuna.Study) -> None:
+        c = counts(study)
+        self.bar.n = min(finished_count(study), self.bar.total)
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = max((t.values[0] for t in complete), default=math.nan)
+        self.bar.set_postfix(
+            pruned=c["pruned"],
+            failed=c["fail"],
+            best=f"{best:.4f}",
+            front=len(front(study)) if complete else 0,
+            refresh=False,
+        )
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.debug:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        s = settings_from(args)
+        study = build_study(s)
+        if s.enqueue_baselines and not study.trials:
+            for name in BASELINES:
+                study.enqueue_trial({}, user_attrs={"baseline": name})
+    except Exception as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"study {s.study_name!r} in {s.storage}: {finished_count(study)} of {s.trials} "
+        f"trials finished; {s.jobs} worker(s), {s.threads} thread(s) each, device {s.device}",
+        file=sys.stderr,
+    )
+    progress = Progress(study, s.trials)
+    try:
+        if s.jobs == 1:
+            run_worker(s, 0, on_trial=progress.update)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            procs = [ctx.Process(target=_worker_main, args=(s, w)) for w in range(s.jobs)]
+            for proc in procs:
+                proc.start()
+            while any(proc.is_alive() for proc in procs):
+                time.sleep(2)
+                progress.update(study)
+            if any(proc.exitcode for proc in procs):
+                print("error: a worker process exited with an error", file=sys.stderr)
+    except KeyboardInterrupt:
+        progress.close()
+        print(
+            "\ninterrupted: the running trial is queued again; rerun the same command to continue",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as e:
+        progress.close()
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    progress.update(study)
+    progress.close()
+    c = counts(study)
+    print(
+        f"\n{finished_count(study)} trials finished ({c['complete']} complete, "
+        f"{c['pruned']} pruned, {c['fail']} failed)"
+    )
+    title = "Pareto front" if len(s.objectives) > 1 else "Best trial"
+    print(f"\n{title} ({', '.join(s.objectives)}):\n{front_table(study)}")
+    print(f"\nstudy: {s.study_name}  storage: {s.storage}")
+    print("next:")
+    print(f"  python -m nas.report    --storage {s.storage} --study-name {s.study_name}")
+    print(f"  python -m nas.dashboard --storage {s.storage}")
+    print(f"  python -m nas.export    --storage {s.storage} --study-name {s.study_name} --best")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

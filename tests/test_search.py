@@ -1,0 +1,194 @@
+"""python -m nas.search end to end: resume, faults, bad input, a real SQLite storage."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.data import load_data
+from nas.objective import Limits, Objective
+from nas.search import run_trial
+from nas.space import load_space
+from nas.study import finished_count, make_storage
+from nas.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+def search(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nas.search", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=make_storage(url))
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="needs dataset-fashion-mnist")
+def test_search_completes_prints_front_and_resumes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/X.db"
+    common = ("--epochs", "0.1", "--storage", url, "--study-name", "s", "--seed", "0")
+    first = search("--trials", "4", *common)
+    assert first.returncode == 0, first.stderr
+    assert "Pareto front (accuracy, latency)" in first.stdout
+    assert "python -m nas.export" in first.stdout
+    study = load(url, "s")
+    assert finished_count(study) == 4
+    numbers = {t.number for t in study.trials}
+    second = search("--trials", "6", *common)
+    assert second.returncode == 0, second.stderr
+    study = load(url, "s")
+    assert finished_count(study) == 6
+    assert len(study.trials) == 6 and numbers < {t.number for t in study.trials}
+    for t in study.trials:
+        a = t.user_attrs
+        for key in ("arch", "seed", "latency_ms", "latency_iqr_ms", "flops", "params", "device"):
+            assert key in a, (t.number, key)
+        assert "torch" in a["device"]
+
+
+def test_sigkill_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/k.db"
+    args = (
+        "-m",
+        "nas.search",
+        "--trials",
+        "3",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "3",
+        "--storage",
+        url,
+        "--study-name",
+        "k",
+        "--space",
+        "seed_cnn",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    db = tmp_path / "k.db"
+    deadline = time.monotonic() + 300
+    # Kill once one trial is complete and the next is running (mid-trial).
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if not db.exists():
+            continue
+        try:
+            with sqlite3.connect(db, timeout=30) as con:
+                states = [s for (s,) in con.execute("SELECT state FROM trials")]
+        except sqlite3.OperationalError:
+            continue
+        if states.count("COMPLETE") >= 1 and "RUNNING" in states:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = load(url, "k")
+    done_before = {t.number: t.values for t in before.trials if t.state == TrialState.COMPLETE}
+    assert done_before and any(t.state == TrialState.RUNNING for t in before.trials)
+
+    rerun = search(*args[2:])
+    assert rerun.returncode == 0, rerun.stderr
+    after = load(url, "k")
+    assert finished_count(after) == 3
+    for number, values in done_before.items():  # nothing lost
+        assert after.trials[number].values == values
+    killed = [t for t in after.trials if t.state == TrialState.FAIL]
+    assert len(killed) == 1  # the killed trial failed by heartbeat ...
+    retries = [t for t in after.trials if t.system_attrs.get("failed_trial") == killed[0].number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE  # ... and rerun once
+    assert len(after.trials) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--space", "nope"), "unknown space 'nope'"),
+        (("--dataset", "imagenet"), "imagenet"),
+        (("--objectives", "speed"), "unknown --objectives 'speed'"),
+        (("--storage", "notaurl"), "malformed storage URL 'notaurl'"),
+        (("--storage", "postgresql://"), "storage"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    env_cwd = tmp_path
+    result = subprocess.run(
+        [sys.executable, "-m", "nas.search", "--trials", "1", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=env_cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def raising_suggest(trial: optuna.Trial, task):  # type: ignore[no-untyped-def]
+    raise RuntimeError("space exploded")
+
+
+@pytest.fixture(scope="module")
+def digits():  # type: ignore[no-untyped-def]
+    return load_data("digits")
+
+
+def make_objective(digits, suggest, **changes) -> Objective:  # type: ignore[no-untyped-def]
+    config = TrainConfig(epochs=1, report_every=0.5, **changes.pop("train", {}))
+    return Objective(
+        suggest=suggest,
+        data=digits,
+        objectives=("accuracy", "latency"),
+        train_config=config,
+        limits=changes.pop("limits", Limits()),
+    )
+
+
+def test_failures_are_recorded_with_reasons_and_the_study_goes_on(digits) -> None:  # type: ignore[no-untyped-def]
+    storage = make_storage("sqlite:///:memory:")
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    seed_cnn = load_space("seed_cnn").suggest
+    cases = [
+        (make_objective(digits, raising_suggest), TrialState.FAIL, "RuntimeError: space exploded"),
+        (make_objective(digits, seed_cnn, train={"lr": 1e12}), TrialState.FAIL, "NaN"),
+        (
+            make_objective(digits, seed_cnn, limits=Limits(max_params=1000)),
+            TrialState.PRUNED,
+            "over budget, not trained: params",
+        ),
+        (make_objective(digits, seed_cnn), TrialState.COMPLETE, None),
+    ]
+    for objective, state, reason in cases:
+        run_trial(study, study.ask(), objective)
+        t = study.trials[-1]
+        assert t.state == state, (t.state, t.user_attrs.get("reason"))
+        if reason:
+            assert reason in t.user_attrs["reason"]
+    over = study.trials[2]
+    assert "epochs_done" not in over.user_attrs  # never trained
+    assert finished_count(study) == 4
