@@ -77,8 +77,9 @@ def check_storage_url(url: str) -> None:
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql", "mysql"):
         raise StudyError(f"storage {url!r}: unsupported backend {backend!r}")
-    if backend == "sqlite" and not parsed.database:
-        raise StudyError(f"storage {url!r}: sqlite needs a file, sqlite:///PATH")
+    if not parsed.database:
+        what = "a file, sqlite:///PATH" if backend == "sqlite" else "a database name"
+        raise StudyError(f"storage {url!r}: {backend} needs {what}")
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import optuna
+
 from nas.spec import AttentionSpec, attention_budget_bytes, score_bytes
 from nas.task import Task
 
@@ -15,9 +17,19 @@ def stem_stride(task: Task) -> int:
     return 1 if max(task.height, task.width) <= 64 else 2
 
 
-def stem_resolution(task: Task) -> tuple[int, int]:
-    s = stem_stride(task)
-    return math.ceil(task.height / s), math.ceil(task.width / s)
+def suggest_stem_stride(trial: optuna.Trial, task: Task) -> int:
+    """``stem.stride`` 1 or 2 for inputs up to 64×64; always 2 above.
+
+    Attention and convs at full resolution cost 4× those at half: on small images the
+    search decides whether the detail is worth the latency.
+    """
+    if stem_stride(task) == 2:
+        return 2
+    return int(trial.suggest_categorical("stem.stride", (1, 2)))
+
+
+def resolution(task: Task, stride: int) -> tuple[int, int]:
+    return math.ceil(task.height / stride), math.ceil(task.width / stride)
 
 
 def downsample_rule(op: str, height: int, width: int) -> str:

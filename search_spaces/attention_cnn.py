@@ -2,7 +2,8 @@
 
 Parameters (names are stable; a name always has the same choices):
 
-- ``n_stages`` 2–4; ``stem.width``; ``act`` and ``norm`` for the whole network.
+- ``n_stages`` 2–4; ``stem.width``; ``stem.stride`` (1 or 2; inputs up to 64×64 only);
+  ``act`` and ``norm`` for the whole network.
 - per stage slot ``s0``..``s3`` (sampled only when the slot is used — conditional, so
   use ``TPESampler(multivariate=True, group=True)``): ``block``, ``width``, ``depth``,
   ``kernel``; ``attn.kind`` (none or one of the six ops) and, by kind, ``attn.heads``,
@@ -27,8 +28,8 @@ from search_spaces._common import (
     after_downsample,
     downsample_rule,
     fit_attention,
-    stem_resolution,
-    stem_stride,
+    resolution,
+    suggest_stem_stride,
 )
 
 ATTENTION_KINDS = (
@@ -42,7 +43,9 @@ ATTENTION_KINDS = (
 )
 DOWNSAMPLES = ("max", "avg", "conv", "attention")
 GLOBAL_POOLS = ("avg", "max", "avgmax", "attention")
-WIDTHS = (16, 24, 32, 48, 64, 96, 128)
+# Small widths and depths: candidates must train in seconds on a CPU (the search's
+# brief training budget), and the latency objective favours them anyway.
+WIDTHS = (16, 24, 32, 48, 64, 96)
 MAX_STAGES = 4
 
 
@@ -74,17 +77,17 @@ def suggest(trial: optuna.Trial, task: Task) -> ArchSpec:
     norm = trial.suggest_categorical("norm", ("batch", "group"))
     stem = StemSpec(
         trial.suggest_categorical("stem.width", (16, 24, 32)),
-        stride=stem_stride(task),
+        stride=suggest_stem_stride(trial, task),
         norm=norm,
         activation=activation,
     )
-    height, width = stem_resolution(task)
+    height, width = resolution(task, stem.stride)
     stages = []
     for i in range(n_stages):
         p = f"s{i}"
         block = trial.suggest_categorical(f"{p}.block", ("plain", "residual", "separable"))
         stage_width = trial.suggest_categorical(f"{p}.width", WIDTHS)
-        depth = trial.suggest_int(f"{p}.depth", 1, 3)
+        depth = trial.suggest_int(f"{p}.depth", 1, 2)
         kernel = trial.suggest_categorical(f"{p}.kernel", (3, 5))
         attention = suggest_attention(trial, p, height, width)
         down = "none"

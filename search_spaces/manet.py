@@ -4,8 +4,9 @@
          → conv blocks + pooling self-attention (keys/values from an s×s pooled map) → ↓
          → global pool → fully-connected head (relu | sigmoid | tanh)
 
-Parameters: ``stem.width``, ``block``, ``act``, ``down``; ``csa.width``, ``csa.depth``,
-``csa.heads``, ``csa.head_dim``, ``csa.kernel``; ``psa.width``, ``psa.depth``,
+Parameters: ``stem.width``, ``stem.stride`` (inputs up to 64×64), ``block``, ``act``,
+``down``; ``csa.width``, ``csa.depth``, ``csa.heads``, ``csa.head_dim``, ``csa.kernel``;
+``psa.width``, ``psa.depth``,
 ``psa.heads``, ``psa.head_dim``, ``psa.pool_stride``; ``pool``; ``fc.layers``,
 ``fc.width``, ``fc.act``, ``fc.dropout``. Attention that does not fit the map or the
 memory budget is mapped as in ``search_spaces._common.fit_attention``.
@@ -21,8 +22,8 @@ from search_spaces._common import (
     after_downsample,
     downsample_rule,
     fit_attention,
-    stem_resolution,
-    stem_stride,
+    resolution,
+    suggest_stem_stride,
 )
 
 
@@ -32,10 +33,10 @@ def suggest(trial: optuna.Trial, task: Task) -> ArchSpec:
     down = trial.suggest_categorical("down", ("max", "avg"))
     stem = StemSpec(
         trial.suggest_categorical("stem.width", (16, 32)),
-        stride=stem_stride(task),
+        stride=suggest_stem_stride(trial, task),
         activation=activation,
     )
-    height, width = stem_resolution(task)
+    height, width = resolution(task, stem.stride)
 
     csa = AttentionSpec(
         "manet_conv",
