@@ -25,7 +25,7 @@ data:
 setup: $(BIN)/.installed data
 
 search: setup
-	$(BIN)/python -m nas.space attention_cnn --sample 5 $(ARGS)  # until nas.search lands
+	$(BIN)/python -m nas.search $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)

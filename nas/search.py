@@ -47,7 +47,7 @@ from nas.train import TrainConfig
 
 # Per-trial budget: chosen so that `python -m nas.search --trials 100` takes about half
 # an hour on a 2-core CPU with pruning (see README).
-DEFAULT_EPOCHS = 1.0
+DEFAULT_EPOCHS = 0.3
 BASELINES = ("seed_cnn", "resnet")
 
 

@@ -74,11 +74,10 @@ def test_search_completes_prints_front_and_resumes(tmp_path: Path) -> None:
         assert "torch" in a["device"]
 
 
-def test_sigkill_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/k.db"
-    args = (
-        "-m",
-        "nas.search",
+def start_and_stop_mid_trial(tmp_path: Path, name: str, sig: int) -> tuple[list[str], int]:
+    """Start a search, send ``sig`` once a trial is complete and the next is running."""
+    url = f"sqlite:///{tmp_path}/{name}.db"
+    args = [
         "--trials",
         "3",
         "--dataset",
@@ -88,20 +87,19 @@ def test_sigkill_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path) -> N
         "--storage",
         url,
         "--study-name",
-        "k",
+        name,
         "--space",
         "seed_cnn",
-    )
+    ]
     proc = subprocess.Popen(
-        [sys.executable, *args],
+        [sys.executable, "-m", "nas.search", *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    db = tmp_path / "k.db"
+    db = tmp_path / f"{name}.db"
     deadline = time.monotonic() + 300
-    # Kill once one trial is complete and the next is running (mid-trial).
     while time.monotonic() < deadline:
         time.sleep(0.5)
         if not db.exists():
@@ -113,21 +111,33 @@ def test_sigkill_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path) -> N
             continue
         if states.count("COMPLETE") >= 1 and "RUNNING" in states:
             break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = load(url, "k")
-    done_before = {t.number: t.values for t in before.trials if t.state == TrialState.COMPLETE}
-    assert done_before and any(t.state == TrialState.RUNNING for t in before.trials)
+    os.killpg(proc.pid, sig)
+    return args, proc.wait(timeout=120)
 
-    rerun = search(*args[2:])
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_stopped_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path, sig: int) -> None:
+    name = "k"
+    args, code = start_and_stop_mid_trial(tmp_path, name, sig)
+    url = args[args.index("--storage") + 1]
+    before = load(url, name)
+    done_before = {t.number: t.values for t in before.trials if t.state == TrialState.COMPLETE}
+    assert done_before
+    if sig == signal.SIGINT:
+        assert code == 130  # stopped cleanly: the running trial is marked and queued again
+        assert [t.state for t in before.trials].count(TrialState.WAITING) == 1
+    else:
+        assert any(t.state == TrialState.RUNNING for t in before.trials)
+
+    rerun = search(*args)
     assert rerun.returncode == 0, rerun.stderr
-    after = load(url, "k")
+    after = load(url, name)
     assert finished_count(after) == 3
     for number, values in done_before.items():  # nothing lost
         assert after.trials[number].values == values
-    killed = [t for t in after.trials if t.state == TrialState.FAIL]
-    assert len(killed) == 1  # the killed trial failed by heartbeat ...
-    retries = [t for t in after.trials if t.system_attrs.get("failed_trial") == killed[0].number]
+    stopped = [t for t in after.trials if t.state == TrialState.FAIL]
+    assert len(stopped) == 1  # the stopped trial is marked failed ...
+    retries = [t for t in after.trials if t.system_attrs.get("failed_trial") == stopped[0].number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE  # ... and rerun once
     assert len(after.trials) == 4
 
