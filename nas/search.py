@@ -20,7 +20,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -34,6 +34,7 @@ from nas.space import load_space
 from nas.study import (
     OBJECTIVE_SETS,
     SAMPLERS,
+    check_storage_url,
     finished_count,
     make_sampler,
     make_storage,
@@ -71,7 +72,7 @@ class Settings:
     jobs: int
     device: str
     enqueue_baselines: bool
-    threads: int = field(default=0)
+    threads: int = 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -147,8 +148,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
         args.study_name or f"{space_name}-{args.dataset.replace(':', '_').replace('/', '_')}"
     )
     storage = args.storage or f"sqlite:///studies/{study_name}.db"
-    from nas.study import check_storage_url
-
     check_storage_url(storage)
     pruning.make_pruner(args.pruner or "pareto", multi_objective=len(objectives) > 1)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
