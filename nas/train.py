@@ -8,7 +8,9 @@ Built after the fastest small-image trainers (airbench, hlb-CIFAR10):
   processes, no per-sample Python;
 - Nesterov SGD (or AdamW) with no weight decay on norm weights and biases, a one-cycle or
   warm-up + cosine learning-rate schedule, label smoothing (airbench uses 0.2; 0.1 here);
-- bf16 autocast and channels_last where the hardware gains (see :func:`resolve_precision`).
+- bf16 autocast and channels_last where the hardware gains (see :func:`resolve_precision`):
+  on an AVX2-only CPU without AMX/AVX512-BF16 (this project's AMD EPYC) bf16 is emulated and
+  ~8x slower than fp32, so ``auto`` gives fp32 + channels_last there.
 
 Stopping. Training ends when ``epochs`` are done, when ``max_seconds`` run out, or when the
 loss becomes NaN/inf. With a time budget the schedule is *budget-aware*: its progress is
@@ -29,6 +31,12 @@ comes from ``config.seed``. With ``max_seconds`` the number of steps depends on 
 
 Global state. Nothing is left changed: the global RNG is forked and restored, and the
 thread count (only touched when ``config.threads`` is given) is restored.
+
+Threads. ``threads="auto"`` (CPU only) times steps at one thread and at all of them, keeps
+the faster, and re-checks every 10-160 s. On a shared machine whose cores other processes
+also load, one thread can be several times faster than two (each OpenMP barrier waits for
+a descheduled peer: 171 vs 49 images/s measured here), and the load changes during a run.
+Results then depend on the thread counts chosen, so ``auto`` is not bit-reproducible.
 """
 
 from __future__ import annotations
@@ -123,7 +131,8 @@ class TrainConfig:
             move to a slow average that pulls harder as training ends, a cheap stand-in
             for weight averaging that smooths the last, noisy steps of a short run.
         seed: seeds every random draw of training.
-        threads: torch intra-op threads during training (restored after); None leaves it.
+        threads: torch intra-op threads during training (restored after); None leaves the
+            current setting; ``auto`` adapts to the machine's load (see module docstring).
     """
 
     # Defaults measured on Fashion-MNIST with small BN CNNs over short runs (1-5 epochs),
@@ -154,7 +163,7 @@ class TrainConfig:
     tta: bool = False
     lookahead: bool = False
     seed: int = 0
-    threads: int | None = None
+    threads: int | Literal["auto"] | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, rule: str) -> None:
@@ -182,7 +191,9 @@ class TrainConfig:
         )
         need(self.report_every is None or self.report_every > 0, "report_every", "None or > 0")
         need(self.eval_batch_size >= 1, "eval_batch_size", ">= 1")
-        need(self.threads is None or self.threads >= 1, "threads", "None or >= 1")
+        need(self.threads is None or self.threads == "auto"
+             or (isinstance(self.threads, int) and self.threads >= 1),
+             "threads", "None, 'auto' or >= 1")
         # Validates crop_pad, pad_mode and cutout with their own messages.
         aug.AugmentConfig(self.crop_pad, self.pad_mode, self.flip, self.cutout)
 
@@ -206,6 +217,7 @@ class TrainResult:
         images_per_second: training images per second of ``train_seconds``.
         precision: the precision actually used (``bf16`` or ``fp32``).
         memory_format: the memory format actually used.
+        thread_steps: with ``threads="auto"``, steps run at each thread count.
     """
 
     status: Status
@@ -219,6 +231,7 @@ class TrainResult:
     images_per_second: float = 0.0
     precision: str = "fp32"
     memory_format: str = "contiguous"
+    thread_steps: dict[int, int] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------- hardware choices
@@ -280,16 +293,80 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def _threads(n: int | Literal["auto"] | None) -> Iterator[None]:
+    """Set the thread count for the block (``auto``: the tuner changes it) and restore it."""
     if n is None:
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    if n != "auto":
+        torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class _ThreadTuner:
+    """Picks the faster of 1 thread and ``most`` threads from timed steps, and re-checks.
+
+    A probe runs ``PROBE`` steps at a candidate count (the first, which may rebuild oneDNN
+    primitives for the new count, is not timed) and takes the median. After probing both,
+    the faster one runs for a period, then the other is probed again against the
+    incumbent's recent median, so a change in the machine's load is followed. A probe that
+    loses doubles the period (up to ``MAX_PERIOD``): on a busy machine a two-thread step
+    can take 3x a one-thread step, and frequent losing probes would eat the budget.
+    """
+
+    PROBE = 3
+    PERIOD = 10.0
+    MAX_PERIOD = 160.0
+
+    def __init__(self, most: int) -> None:
+        self.candidates = [most, 1]
+        self.median: dict[int, float] = {}
+        self.current = most
+        self.probing: int | None = most
+        self.times: list[float] = []
+        self.recent: list[float] = []
+        self.period = self.PERIOD
+        self.since = time.perf_counter()
+        torch.set_num_threads(most)
+
+    def _switch(self, n: int) -> None:
+        self.current = n
+        torch.set_num_threads(n)
+
+    def record(self, seconds: float) -> None:
+        """Record one step's time; may change the thread count for the next step."""
+        if self.probing is not None:
+            self.times.append(seconds)
+            if len(self.times) <= self.PROBE:
+                return
+            timed = sorted(self.times[1:])
+            self.median[self.probing] = timed[len(timed) // 2]
+            self.times = []
+            missing = [c for c in self.candidates if c not in self.median]
+            if missing:
+                self.probing = missing[0]
+                self._switch(missing[0])
+                return
+            best = min(self.median, key=self.median.__getitem__)
+            if len(self.median) == 2 and best != self.probing:
+                self.period = min(self.period * 2, self.MAX_PERIOD)  # the probe lost
+            else:
+                self.period = self.PERIOD
+            self.probing = None
+            self._switch(best)
+            self.recent, self.since = [], time.perf_counter()
+            return
+        self.recent.append(seconds)
+        if time.perf_counter() - self.since >= self.period and len(self.recent) >= 3:
+            recent = sorted(self.recent[-self.PROBE * 2 :])
+            self.median = {self.current: recent[len(recent) // 2]}
+            other = next(c for c in self.candidates if c != self.current)
+            self.probing = other
+            self._switch(other)
 
 
 @contextlib.contextmanager
@@ -531,6 +608,10 @@ def _train(
     steps_per_epoch = n // batch  # drop the ragged last batch: every step has full size
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     rungs = set(_rung_steps(config, steps_per_epoch, total_steps))
+    most = torch.get_num_threads()
+    tuner = (
+        _ThreadTuner(most) if config.threads == "auto" and dev.type == "cpu" and most > 1 else None
+    )
     lookahead = _Lookahead(model) if config.lookahead else None
     generator = torch.Generator(device=dev).manual_seed(config.seed)
     optimizer = _make_optimizer(model, config)
@@ -609,7 +690,12 @@ def _train(
         step += 1
         if lookahead is not None and step % _Lookahead.EVERY == 0:
             lookahead.update(_Lookahead.decay(progress))
-        train_seconds += time.perf_counter() - t0
+        step_seconds = time.perf_counter() - t0
+        train_seconds += step_seconds
+        if tuner is not None:
+            threads_now = tuner.current
+            result.thread_steps[threads_now] = result.thread_steps.get(threads_now, 0) + 1
+            tuner.record(step_seconds)
 
         if (step % check_every == 0 or step == total_steps) and not math.isfinite(
             float(loss_sum.item())

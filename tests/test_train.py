@@ -187,6 +187,37 @@ def test_global_state_is_left_alone() -> None:
     assert torch.get_num_threads() == threads
 
 
+def test_auto_threads_trains_and_restores_the_count() -> None:
+    threads = torch.get_num_threads()
+    result = train(_model(), _data(), replace(FAST, threads="auto"))
+    assert result.status == "ok" and result.val_accuracy > 0.9
+    assert torch.get_num_threads() == threads
+
+
+def test_thread_tuner_keeps_the_faster_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    counts: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", counts.append)
+    tuner = tr._ThreadTuner(2)
+    probe = tuner.PROBE + 1  # steps per probe, the untimed first one included
+    step_time = {2: 0.3, 1: 0.1}  # a busy machine: one thread is faster
+    for _ in range(2 * probe):
+        tuner.record(step_time[tuner.current])
+    assert tuner.current == 1 and tuner.probing is None
+    # A re-probe of two threads that loses backs off: the next one comes later.
+    tuner.since -= tuner.PERIOD  # as if the period had passed
+    for _ in range(3 + probe):
+        tuner.record(step_time[tuner.current])
+    assert tuner.current == 1 and tuner.period == 2 * tuner.PERIOD
+    # The load goes away: the periodic re-probe moves back to two threads.
+    tuner.since -= tuner.period
+    step_time = {2: 0.05, 1: 0.1}
+    for _ in range(3 + probe):
+        tuner.record(step_time[tuner.current])
+    assert tuner.current == 2
+    assert tuner.period == tuner.PERIOD
+    assert counts[-1] == 2
+
+
 class _Oracle(nn.Module):
     """Predicts the class written in pixel (0, 0) as ``10 * class`` (after un-normalising)."""
 
