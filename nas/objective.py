@@ -109,7 +109,9 @@ class Objective:
             pruning.report(trial, round(epoch * STEPS_PER_EPOCH), accuracy)
             # The last report comes after training: pruning then would save nothing and
             # only drop a finished candidate from the front.
-            final = epoch >= config.epochs - 1e-9
+            # (The trainer ends on a whole step, a little short of config.epochs; the
+            # last rung comes a whole report interval earlier.)
+            final = epoch > config.epochs - (config.report_every or config.epochs) / 2
             if not final and pruning.should_prune(trial):
                 raise optuna.TrialPruned(f"pruned at epoch {epoch:.2f}: accuracy {accuracy:.4f}")
 
