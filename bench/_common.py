@@ -115,6 +115,8 @@ def run_search(
         OBJECTIVES,
         make_sampler(sampler, seed, multi_objective=True),
         pruner,
+        space=space,
+        dataset=data.task.name,
     )
     if enqueue_baselines:
         for baseline in BASELINES:

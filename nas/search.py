@@ -183,7 +183,15 @@ def build_study(s: Settings, worker: int = 0) -> optuna.Study:
     pruner = pruning.make_pruner(s.pruner, multi, n_warmup_steps=warmup)
     # Workers starting together on a new database would race to create its tables.
     with slot_lock(s.storage, s.study_name):
-        return open_study(make_storage(s.storage), s.study_name, s.objectives, sampler, pruner)
+        return open_study(
+            make_storage(s.storage),
+            s.study_name,
+            s.objectives,
+            sampler,
+            pruner,
+            space=s.space,
+            dataset=s.dataset,
+        )
 
 
 def run_worker(

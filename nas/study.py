@@ -225,8 +225,15 @@ def open_study(
     objectives: tuple[str, ...],
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
+    space: str | None = None,
+    dataset: str | None = None,
 ) -> optuna.Study:
-    """Create the study, or load it if it exists with the same objectives."""
+    """Create the study, or load it if it exists with the same objectives, space and dataset.
+
+    The three are stored as study user attrs: the report and the export read them (the
+    export replays a trial's params through ``space``; ``--weights`` retrains on
+    ``dataset``), and a study mixing spaces or datasets could not be compared or replayed.
+    """
     directions = [OBJECTIVES[o] for o in objectives]
     study = optuna.create_study(
         storage=storage,
@@ -236,14 +243,20 @@ def open_study(
         pruner=pruner,
         load_if_exists=True,
     )
-    stored = study.user_attrs.get("objectives")
-    if stored is None:
-        study.set_user_attr("objectives", list(objectives))
-    elif tuple(stored) != objectives:
-        raise StudyError(
-            f"study {study_name!r} was created with --objectives {','.join(stored)}, "
-            f"got {','.join(objectives)}; use another --study-name"
-        )
+    given = {"objectives": ",".join(objectives), "space": space, "dataset": dataset}
+    for key, value in given.items():
+        if value is None:
+            continue
+        stored = study.user_attrs.get(key)
+        if isinstance(stored, list):  # objectives were stored as a list
+            stored = ",".join(stored)
+        if stored is None:
+            study.set_user_attr(key, value)
+        elif stored != value:
+            raise StudyError(
+                f"study {study_name!r} was created with --{key} {stored}, got {value}; "
+                "use another --study-name"
+            )
     return study
 
 
