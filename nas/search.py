@@ -73,6 +73,8 @@ class Settings:
     device: str
     enqueue_baselines: bool
     threads: int = 0
+    text_column: str = "text"
+    label_column: str = "label"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -90,6 +92,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dataset", default="fashion_mnist", help=f"{', '.join(DATASETS)} or imagefolder:PATH"
     )
     p.add_argument("--data-dir", help="where the dataset files are")
+    p.add_argument(
+        "--text-column", default="text", help="text datasets: column/key of the text (csv, jsonl)"
+    )
+    p.add_argument(
+        "--label-column",
+        default="label",
+        help="text datasets: column/key of the label (csv, jsonl)",
+    )
     p.add_argument(
         "--epochs",
         type=float,
@@ -131,7 +141,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Validate everything before anything is written."""
     objectives = parse_objectives(args.objectives)
     load_space(args.space)
-    task_for(args.dataset, data_dir=args.data_dir)
+    task_for(
+        args.dataset,
+        data_dir=args.data_dir,
+        text_column=args.text_column,
+        label_column=args.label_column,
+    )
     if args.trials < 1:
         raise ValueError(f"--trials must be at least 1, got {args.trials}")
     if not args.epochs > 0:
@@ -171,6 +186,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         device=device,
         enqueue_baselines=args.enqueue_baselines,
         threads=threads,
+        text_column=args.text_column,
+        label_column=args.label_column,
     )
 
 
@@ -200,7 +217,17 @@ def run_worker(
     """Run trials until the study holds ``s.trials`` finished ones (or time runs out)."""
     torch.set_num_threads(s.threads)
     study = build_study(s, worker)
-    data = load_data(s.dataset, device=s.device, seed=s.seed, data_dir=s.data_dir)
+    data = load_data(
+        s.dataset,
+        device=s.device,
+        seed=s.seed,
+        data_dir=s.data_dir,
+        text_column=s.text_column,
+        label_column=s.label_column,
+    )
+    if "mean" not in study.user_attrs:  # the export writes them into model.py
+        study.set_user_attr("mean", list(data.mean))
+        study.set_user_attr("std", list(data.std))
     objective = Objective(
         suggest=load_space(s.space).suggest,
         data=data,

@@ -1,0 +1,602 @@
+"""ArchSpec → the source of a standalone ``model.py`` (torch and the standard library only).
+
+The generated file reads like code a person wrote for this one network: a small class
+per block kind the model uses (``ResidualBlock``, ``SigmoidSelfAttention``, …), each
+specialised to what the model needs (no positional-encoding code when no attention
+layer uses one), and a ``Net`` written out layer by layer with the feature-map shape
+beside each stage. It is not an interpreter of the spec: nothing in it looks up ops by
+name at run time.
+
+Safety: the spec has passed ``ArchSpec`` validation, so every op name is a registry
+key; each piece of emitted code comes from the tables below, keyed by those names,
+and numbers are formatted from ints and floats. No stored string reaches the output.
+
+Module paths equal :mod:`nas.builder`'s (``stem``, ``stages.1.attention``, ``head``), so
+a built model's ``state_dict`` loads strictly into the generated ``Net``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from nas.spec import ArchSpec, AttentionSpec, StageSpec
+
+# Registry name → the code that makes it. tests/test_codegen.py checks these cover every
+# registered name, so a new op cannot be added without teaching the exporter about it.
+ACTIVATION_CODE = {
+    "relu": "nn.ReLU",
+    "gelu": "nn.GELU",
+    "silu": "nn.SiLU",
+    "sigmoid": "nn.Sigmoid",
+    "tanh": "nn.Tanh",
+}
+NORM_CODE = {"batch": "nn.BatchNorm2d", "group": "group_norm", "none": "None"}
+DOWNSAMPLE_CODE = {
+    "none": None,
+    "max": "nn.MaxPool2d(2, ceil_mode=True)",
+    "avg": "nn.AvgPool2d(2, ceil_mode=True)",
+    "conv": None,  # a strided conv_norm_act, rendered with the stage's width
+    "attention": None,  # AttentionPool2d(width)
+}
+BLOCK_CLASS = {"plain": "PlainBlock", "residual": "ResidualBlock", "separable": "SeparableBlock"}
+ATTENTION_CLASS = {
+    "softmax": "SoftmaxSelfAttention",
+    "sigmoid": "SigmoidSelfAttention",
+    "sigmoid_norm": "NormalizedSigmoidSelfAttention",
+    "manet_conv": "ConvSelfAttention",
+    "manet_pool": "PooledSelfAttention",
+    "channel": "SqueezeExcitation",
+}
+# Global pools without parameters are one line in Net.forward; "attention" is a module.
+GLOBAL_POOL_CODE = {
+    "avg": "x.mean(dim=(2, 3))  # global average pooling",
+    "max": "x.amax(dim=(2, 3))  # global max pooling",
+    "avgmax": "torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # average + max",
+    "flatten": "x.flatten(1)",
+    "attention": "self.global_pool(x)  # attention pooling with a learned query",
+}
+
+
+# --------------------------------------------------------------------------- snippets
+
+GROUP_NORM = '''
+def group_norm(channels: int) -> nn.GroupNorm:
+    """Group norm with 8 groups, or fewer where 8 does not divide the channels."""
+    return nn.GroupNorm(math.gcd(channels, 8), channels)
+'''
+
+CONV_NORM_ACT = '''
+def conv_norm_act(
+    cin: int,
+    cout: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    norm: Callable[[int], nn.Module] | None = {norm},
+    act: Callable[[], nn.Module] | None = {act},
+) -> nn.Sequential:
+    """Conv (same padding) → norm → activation; a conv bias only without a norm."""
+    return nn.Sequential(
+        nn.Conv2d(
+            cin, cout, kernel, stride, kernel // 2, groups=groups, bias=norm is None
+        ),
+        norm(cout) if norm is not None else nn.Identity(),
+        act() if act is not None else nn.Identity(),
+    )
+'''
+
+# Blocks take the norm and activation like conv_norm_act (defaults: the model's own).
+BLOCK_ARGS = """cin: int,
+        cout: int,
+        kernel: int,
+        norm: Callable[[int], nn.Module] | None = {norm},
+        act: Callable[[], nn.Module] = {act},"""
+
+BLOCKS = {
+    "plain": '''
+class PlainBlock(nn.Module):
+    """Conv → norm → activation, as in VGG."""
+
+    def __init__(
+        self,
+        {args}
+    ) -> None:
+        super().__init__()
+        self.conv = conv_norm_act(cin, cout, kernel, norm=norm, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+''',
+    "residual": '''
+class ResidualBlock(nn.Module):
+    """ResNet basic block: two convs and a skip connection."""
+
+    def __init__(
+        self,
+        {args}
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv_norm_act(cin, cout, kernel, norm=norm, act=act)
+        self.conv2 = conv_norm_act(cout, cout, kernel, norm=norm, act=None)
+        self.skip = (  # a 1x1 projection when the widths differ
+            nn.Identity()
+            if cin == cout
+            else conv_norm_act(cin, cout, 1, norm=norm, act=None)
+        )
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.conv1(x)) + self.skip(x))
+''',
+    "separable": '''
+class SeparableBlock(nn.Module):
+    """Depthwise kxk then pointwise 1x1 conv (MobileNet); a skip when widths match."""
+
+    def __init__(
+        self,
+        {args}
+    ) -> None:
+        super().__init__()
+        self.depthwise = conv_norm_act(cin, cin, kernel, groups=cin, norm=norm, act=act)
+        self.pointwise = conv_norm_act(cin, cout, 1, norm=norm, act=act)
+        self.residual = cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pointwise(self.depthwise(x))
+        return x + y if self.residual else y
+''',
+}
+
+STAGE = '''
+class Stage(nn.Module):
+    """Conv blocks, then attention, then downsampling (either may be absent)."""
+
+    def __init__(
+        self,
+        blocks: list[nn.Module],
+        attention: nn.Module | None = None,
+        downsample: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+        self.attention = attention if attention is not None else nn.Identity()
+        self.downsample = downsample if downsample is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(self.attention(self.blocks(x)))
+'''
+
+RELATIVE_POSITION_INDEX = '''
+def relative_position_index(height: int, width: int) -> torch.Tensor:
+    """(N, N) index into a table of the (2H-1)(2W-1) relative offsets of positions."""
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, N)
+    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N)
+    return (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
+'''
+
+# How each self-attention op turns scores into outputs (q, k, v: (B, heads, N, d)).
+ATTEND = {
+    "softmax": """        y = F.scaled_dot_product_attention(q, k, v{mask})""",
+    "sigmoid": """        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5{plus_bias}
+        # b = -log N keeps the summed weights O(1) at the start of training.
+        y = torch.sigmoid(scores - math.log(k.shape[-2])) @ v""",
+    "sigmoid_norm": """        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5{plus_bias}
+        weights = torch.sigmoid(scores)
+        weights = weights / weights.sum(dim=-1, keepdim=True)  # each row sums to 1
+        y = weights @ v""",
+}
+
+SELF_ATTENTION_DOC = {
+    "softmax": "Multi-head softmax self-attention over the H·W positions of a feature map.",
+    "sigmoid": "Multi-head self-attention over the H·W positions, sigmoid-normalised:\n"
+    "    sigmoid(QK^T/sqrt(d) - log N) weights instead of a softmax.",
+    "sigmoid_norm": "Multi-head self-attention over the H·W positions with\n"
+    "    sigmoid(QK^T/sqrt(d)) weights, each row divided by its sum.",
+    "manet_conv": "MANet's convolutional self-attention: Q, K and V from kxk convolutions,\n"
+    "    softmax attention over the H·W positions.",
+    "manet_pool": "MANet's pooling self-attention: keys and values from an sxs average-pooled\n"
+    "    map, so the NxN score matrix shrinks to NxN/s²; softmax weights.",
+}
+
+SQUEEZE_EXCITATION = '''
+class SqueezeExcitation(nn.Module):
+    """Channel attention: channels reweighted by a bottleneck MLP of their means.
+
+    Joins the input through a per-channel gate that starts at zero (identity at init).
+    """
+
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
+        return x + self.gate * (x * s)
+'''
+
+ATTENTION_POOL = '''
+class AttentionPool2d(nn.Module):
+    """2x2 downsampling by a softmax-weighted average of each window.
+
+    Odd sizes round up, as ceil_mode pooling does: missing positions get zero weight.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.score = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        logits = self.score(x)
+        ph, pw = h % 2, w % 2
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+            logits = F.pad(logits, (0, pw, 0, ph), value=float("-inf"))
+        h2, w2 = (h + ph) // 2, (w + pw) // 2
+        # (B, C, H, W) → (B, C, H/2, W/2, 4): the four positions of each 2x2 window last
+        x = x.reshape(b, c, h2, 2, w2, 2).permute(0, 1, 2, 4, 3, 5)
+        x = x.reshape(b, c, h2, w2, 4)
+        logits = logits.reshape(b, c, h2, 2, w2, 2).permute(0, 1, 2, 4, 3, 5)
+        weights = logits.reshape(b, c, h2, w2, 4).softmax(dim=-1)
+        return (x * weights).sum(dim=-1)
+'''
+
+ATTENTION_GLOBAL_POOL = '''
+class AttentionGlobalPool(nn.Module):
+    """Global pooling by a learned query: softmax weights over the N positions."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(channels))
+        self.key = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        scores = self.key(tokens) @ self.query * tokens.shape[-1] ** -0.5  # (B, N)
+        return (scores.softmax(dim=1).unsqueeze(-1) * tokens).sum(dim=1)
+'''
+
+
+LINE = 88  # ruff's default line length: the file is clean under anyone's config
+
+
+def wrap(head: str, args: list[str], tail: str = "", indent: int = 0) -> list[str]:
+    """``head(args)tail`` on one line if it fits at ``indent``, else one argument a line."""
+    one = f"{head}({', '.join(args)}){tail}"
+    if indent + len(one) <= LINE:
+        return [one]
+    return [f"{head}(", *(f"    {a}," for a in args), f"){tail}"]
+
+
+def _indent(lines: list[str], spaces: int) -> str:
+    return "\n".join(" " * spaces + line if line else "" for line in lines)
+
+
+def self_attention_class(op: str, positions: set[str]) -> str:
+    """The source of one self-attention class, with only the ``positions`` it needs."""
+    normalization = op if op in ATTEND else "softmax"
+    has_position = bool(positions - {"none"})
+    args = ["self", "channels: int", "heads: int", "head_dim: int"]
+    args += {"manet_conv": ["kernel: int"], "manet_pool": ["pool_stride: int"]}.get(op, [])
+    if has_position:
+        args += ["height: int", "width: int", 'position: str = "none"']
+    conv = "kernel, padding=kernel // 2" if op == "manet_conv" else "1"
+    init = [
+        "super().__init__()",
+        "inner = heads * head_dim",
+        "self.heads = heads",
+        *(["self.pool_stride = pool_stride"] if op == "manet_pool" else []),
+        *(["self.position = position"] if has_position else []),
+        *(f"self.{t} = nn.Conv2d(channels, inner, {conv})" for t in "qkv"),
+        "self.out = nn.Conv2d(inner, channels, 1)",
+        "# A per-channel gate that starts at zero: the identity at init.",
+        "self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1))",
+    ]
+    branches = []
+    if "learned" in positions:
+        branches.append(
+            (
+                "learned",
+                [
+                    "pos = torch.randn(1, channels, height, width) * 0.02",
+                    "self.pos = nn.Parameter(pos)",
+                ],
+            )
+        )
+    if "relbias" in positions:
+        branches.append(
+            (
+                "relbias",
+                [
+                    "# A learned bias per head for each relative offset of two positions.",
+                    "table = (2 * height - 1) * (2 * width - 1)",
+                    "self.rel_table = nn.Parameter(torch.zeros(heads, table))",
+                    "index = relative_position_index(height, width)",
+                    'self.register_buffer("rel_index", index, persistent=False)',
+                ],
+            )
+        )
+    for i, (kind, body) in enumerate(branches):
+        init.append(f'{"if" if i == 0 else "elif"} position == "{kind}":')
+        init += ["    " + line for line in body]
+
+    forward = ["b, _, h, w = x.shape"]
+    q_in = k_in = v_in = "x"
+    if "learned" in positions:
+        forward.append('xq = x + self.pos if self.position == "learned" else x')
+        q_in = k_in = "xq"
+    if op == "manet_pool":
+        forward += [
+            "# Keys and values from the pooled map: NxN/s² scores instead of NxN.",
+            f"xk = F.avg_pool2d({k_in}, self.pool_stride, ceil_mode=True)",
+            "xv = F.avg_pool2d(x, self.pool_stride, ceil_mode=True)",
+        ]
+        k_in, v_in = "xk", "xv"
+    forward += [
+        f"q = self._split_heads(self.q({q_in}))  # (B, heads, N, d)",
+        f"k = self._split_heads(self.k({k_in}))",
+        f"v = self._split_heads(self.v({v_in}))",
+    ]
+    mask = plus_bias = ""
+    if "relbias" in positions:
+        forward += [
+            "bias = None",
+            'if self.position == "relbias":',
+            "    n = h * w",
+            "    bias = self.rel_table[:, self.rel_index.reshape(-1)]",
+            "    bias = bias.reshape(self.heads, n, n).to(q.dtype)",
+        ]
+        mask = ", attn_mask=bias"
+        plus_bias = "\n        if bias is not None:\n            scores = scores + bias"
+    attend = ATTEND[normalization].format(mask=mask, plus_bias=plus_bias)
+    tail = ["y = y.transpose(-2, -1).reshape(b, -1, h, w)", "return x + self.gate * self.out(y)"]
+    buffer = "    rel_index: torch.Tensor  # a buffer, rebuilt from the map's size\n\n"
+    return "\n".join(
+        [
+            f"class {ATTENTION_CLASS[op]}(nn.Module):",
+            f'    """{SELF_ATTENTION_DOC[op]}',
+            "",
+            "    The result joins the input through a per-channel gate that starts at zero.",
+            '    """',
+            "",
+            (buffer if "relbias" in positions else "")
+            + _indent(wrap("def __init__", args, " -> None:", 4), 4),
+            _indent(init, 8),
+            "",
+            "    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:",
+            "        # (B, heads·d, H, W) → (B, heads, H·W, d)",
+            "        b, _, h, w = t.shape",
+            "        return t.reshape(b, self.heads, -1, h * w).transpose(-2, -1)",
+            "",
+            "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+            _indent(forward, 8),
+            attend,
+            _indent(tail, 8),
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- rendering
+
+Call = tuple[str, list[str]]  # a constructor and its arguments, as code
+
+
+@dataclass
+class _Model:
+    """What the generated file needs, collected while ``Net`` is written out.
+
+    ``norm`` and ``act`` are the model's most common ones: the defaults in the helpers'
+    signatures, so most calls need not name them.
+    """
+
+    spec: ArchSpec
+    norm: str
+    act: str
+    blocks: set[str] = field(default_factory=set)
+    attention_pool: bool = False
+    # op → the positional encodings its layers use; known before any class is written
+    positions: dict[str, set[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for stage in self.spec.stages:
+            if stage.attention is not None:
+                a = stage.attention
+                self.positions.setdefault(a.op, set()).add(a.position)
+
+    def _norm_act(self, norm: str, act: str) -> list[str]:
+        out = [] if norm == self.norm else [f"norm={NORM_CODE[norm]}"]
+        return out + ([] if act == self.act else [f"act={ACTIVATION_CODE[act]}"])
+
+    def conv(self, cin: int, cout: int, kernel: int, stride: int, norm: str, act: str) -> Call:
+        args = [str(cin), str(cout), str(kernel), *([f"stride={stride}"] if stride != 1 else [])]
+        return "conv_norm_act", args + self._norm_act(norm, act)
+
+    def block(self, stage: StageSpec, cin: int) -> Call:
+        self.blocks.add(stage.block)
+        args = [str(cin), str(stage.width), str(stage.kernel)]
+        return BLOCK_CLASS[stage.block], args + self._norm_act(stage.norm, stage.activation)
+
+    def attention(self, a: AttentionSpec, channels: int, h: int, w: int) -> Call:
+        name = ATTENTION_CLASS[a.op]
+        if a.op == "channel":
+            return name, [str(channels), f"reduction={a.reduction}"]
+        head_dim = a.head_dim or channels // a.heads
+        args = [str(channels), f"heads={a.heads}", f"head_dim={head_dim}"]
+        if a.op == "manet_conv":
+            args.append(f"kernel={a.kernel}")
+        if a.op == "manet_pool":
+            args.append(f"pool_stride={a.pool_stride}")
+        if self.positions[a.op] - {"none"}:  # the class takes the map's size
+            args += [f"height={h}", f"width={w}"]
+        if a.position != "none":
+            args.append(f'position="{a.position}"')
+        return name, args
+
+    def downsample(self, stage: StageSpec) -> Call | str | None:
+        if stage.downsample == "conv":
+            return self.conv(stage.width, stage.width, 3, 2, stage.norm, stage.activation)
+        if stage.downsample == "attention":
+            self.attention_pool = True
+            return "AttentionPool2d", [str(stage.width)]
+        return DOWNSAMPLE_CODE[stage.downsample]
+
+
+def _most_common(values: list[str]) -> str:
+    return Counter(values).most_common(1)[0][0]
+
+
+def _shape(c: int, h: int, w: int) -> str:
+    return f"{c}x{h}x{w}"
+
+
+def _call(call: Call | str, prefix: str, tail: str, indent: int) -> list[str]:
+    if isinstance(call, str):
+        return [f"{prefix}{call}{tail}"]
+    return wrap(prefix + call[0], call[1], tail, indent)
+
+
+def render_net(spec: ArchSpec) -> tuple[str, _Model]:
+    """The ``Net`` class source, and what it uses."""
+    convs = [spec.stem, *spec.stages]
+    m = _Model(
+        spec,
+        norm=_most_common([c.norm for c in convs]),
+        act=_most_common([c.activation for c in convs]),
+    )
+    stem = spec.stem
+    stem_call = m.conv(
+        spec.input.channels, stem.width, stem.kernel, stem.stride, stem.norm, stem.activation
+    )
+    lines = [*_call(stem_call, "self.stem = ", "", 8), "self.stages = nn.Sequential("]
+    cin = stem.width
+    for i, (stage, (h, w)) in enumerate(zip(spec.stages, spec.resolutions(), strict=True)):
+        down = m.downsample(stage)
+        oh, ow = (h, w) if down is None else (math.ceil(h / 2), math.ceil(w / 2))
+        lines.append(f"    Stage(  # {i}: {_shape(cin, h, w)} → {_shape(stage.width, oh, ow)}")
+        blocks = [m.block(stage, cin if j == 0 else stage.width) for j in range(stage.depth)]
+        one_line = "[" + ", ".join(f"{n}({', '.join(a)})" for n, a in blocks) + "],"
+        if 16 + len(one_line) <= LINE:
+            lines.append("        " + one_line)
+        else:
+            lines.append("        [")
+            for b in blocks:
+                lines += ["            " + x for x in _call(b, "", ",", 20)]
+            lines.append("        ],")
+        if stage.attention is not None:
+            att = m.attention(stage.attention, stage.width, h, w)
+            lines += ["        " + x for x in _call(att, "attention=", ",", 16)]
+        if down is not None:
+            lines += ["        " + x for x in _call(down, "downsample=", ",", 16)]
+        lines.append("    ),")
+        cin = stage.width
+    lines.append(")")
+    if spec.global_pool == "attention":
+        lines.append(f"self.global_pool = AttentionGlobalPool({cin})")
+    head = []
+    features = spec.pooled_features()
+    for hidden in spec.head.hidden:
+        head += [f"nn.Linear({features}, {hidden})", f"{ACTIVATION_CODE[spec.head.activation]}()"]
+        if spec.head.dropout > 0:
+            head.append(f"nn.Dropout({float(spec.head.dropout)!r})")
+        features = hidden
+    head.append(f"nn.Linear({features}, {spec.classes})")
+    lines += wrap("self.head = nn.Sequential", head, "", 8)
+
+    forward = [
+        f"x = self.stem(x)  # {_shape(stem.width, *spec.resolutions()[0])}",
+        f"x = self.stages(x)  # {_shape(cin, *spec.final_resolution())}",
+        f"x = {GLOBAL_POOL_CODE[spec.global_pool]}",
+        "return self.head(x)",
+    ]
+    inp = spec.input
+    source = "\n".join(
+        [
+            "class Net(nn.Module):",
+            '    """' + _indent(_summary_lines(spec), 4).lstrip(),
+            "",
+            f"    Input: (B, {inp.channels}, {inp.height}, {inp.width}) images normalised by"
+            " ``preprocess``;",
+            f"    output: (B, {spec.classes}) logits.",
+            '    """',
+            "",
+            "    def __init__(self) -> None:",
+            "        super().__init__()",
+            _indent(lines, 8),
+            "",
+            "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+            _indent(forward, 8),
+        ]
+    )
+    return source, m
+
+
+PREPROCESS = '''
+def preprocess(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (B, C, H, W), values 0..255 → the normalised floats Net expects."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, -1, 1, 1)
+    return (images.float() / 255 - mean) / std
+'''
+
+
+def render_code(
+    spec: ArchSpec, *, docstring: str, mean: tuple[float, ...], std: tuple[float, ...]
+) -> str:
+    """The whole ``model.py`` for ``spec``; ``docstring`` opens the file."""
+    net, m = render_net(spec)
+    pieces: list[str] = []
+    if any(c.norm == "group" for c in (spec.stem, *spec.stages)):
+        pieces.append(GROUP_NORM)
+    pieces.append(CONV_NORM_ACT.format(norm=NORM_CODE[m.norm], act=ACTIVATION_CODE[m.act]))
+    args = BLOCK_ARGS.format(norm=NORM_CODE[m.norm], act=ACTIVATION_CODE[m.act])
+    pieces += [BLOCKS[kind].format(args=args) for kind in BLOCK_CLASS if kind in m.blocks]
+    if any("relbias" in p for p in m.positions.values()):
+        pieces.append(RELATIVE_POSITION_INDEX)
+    for op in ATTENTION_CLASS:  # a stable order
+        if op in m.positions:
+            code = "" if op == "channel" else self_attention_class(op, m.positions[op])
+            pieces.append(SQUEEZE_EXCITATION if op == "channel" else code)
+    if m.attention_pool:
+        pieces.append(ATTENTION_POOL)
+    if spec.global_pool == "attention":
+        pieces.append(ATTENTION_GLOBAL_POOL)
+    pieces += [STAGE, net, PREPROCESS]
+    body = "\n\n\n".join(p.strip("\n") for p in pieces)
+    imports = ["from __future__ import annotations", ""]
+    if "math." in body:
+        imports.append("import math")
+    imports += ["from collections.abc import Callable", "", "import torch"]
+    if "F." in body:
+        imports.append("import torch.nn.functional as F")
+    imports.append("from torch import nn")
+    constants = [
+        "# Per-channel mean and standard deviation of the training pixels, scaled to [0, 1].",
+        f"MEAN = {_floats(mean)}",
+        f"STD = {_floats(std)}",
+    ]
+    return "\n".join(
+        [f'"""{docstring.strip()}', '"""', "", *imports, "", *constants, "", "", body, ""]
+    )
+
+
+def _summary_lines(spec: ArchSpec) -> list[str]:
+    """The spec's one-line summary, broken at its ``|`` separators to fit the line."""
+    lines = [""]
+    for part in spec.summary().split(" | "):
+        if lines[-1] and 4 + 3 + len(lines[-1]) + 3 + len(part) + 2 > LINE:
+            lines[-1] += " |"
+            lines.append(part)
+        else:
+            lines[-1] = f"{lines[-1]} | {part}" if lines[-1] else part
+    return lines
+
+
+def _floats(values: tuple[float, ...]) -> str:
+    inner = ", ".join(repr(round(float(v), 6)) for v in values)
+    return f"({inner},)" if len(values) == 1 else f"({inner})"
