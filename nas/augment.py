@@ -60,6 +60,12 @@ class AugmentConfig:
 
 
 def _check_batch(x: Tensor) -> None:
+    if x.dim() == 2 and not x.is_floating_point():
+        # Text batches (nas.text) hold token ids; the trainer passes them by untouched.
+        raise AugmentError(
+            f"got token ids of shape {tuple(x.shape)}: augmentation and normalisation apply "
+            f"to image batches (N, C, H, W) only"
+        )
     if x.dim() != 4:
         raise AugmentError(f"expected a batch shaped (N, C, H, W), got shape {tuple(x.shape)}")
 

@@ -463,12 +463,9 @@ def _call(call: Call | str, prefix: str, tail: str, indent: int) -> list[str]:
 
 def render_net(spec: ArchSpec) -> tuple[str, _Model]:
     """The ``Net`` class source, and what it uses."""
-    convs = [spec.stem, *spec.stages]
-    m = _Model(
-        spec,
-        norm=_most_common([c.norm for c in convs]),
-        act=_most_common([c.activation for c in convs]),
-    )
+    norms = [spec.stem.norm, *(s.norm for s in spec.stages)]
+    acts = [spec.stem.activation, *(s.activation for s in spec.stages)]
+    m = _Model(spec, norm=_most_common(norms), act=_most_common(acts))
     stem = spec.stem
     stem_call = m.conv(
         spec.input.channels, stem.width, stem.kernel, stem.stride, stem.norm, stem.activation
@@ -551,7 +548,7 @@ def render_code(
     """The whole ``model.py`` for ``spec``; ``docstring`` opens the file."""
     net, m = render_net(spec)
     pieces: list[str] = []
-    if any(c.norm == "group" for c in (spec.stem, *spec.stages)):
+    if "group" in (spec.stem.norm, *(s.norm for s in spec.stages)):
         pieces.append(GROUP_NORM)
     pieces.append(CONV_NORM_ACT.format(norm=NORM_CODE[m.norm], act=ACTIVATION_CODE[m.act]))
     args = BLOCK_ARGS.format(norm=NORM_CODE[m.norm], act=ACTIVATION_CODE[m.act])

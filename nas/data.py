@@ -15,6 +15,10 @@ Splits:
   stratified 20 % test split carved with a fixed seed, so that the test set does not move
   when the search seed does.
 
+Text datasets (``csv:PATH``, ``jsonl:PATH``, ``textfolder:PATH``, ``ag_news``, ``imdb``)
+are read, tokenised and encoded by :mod:`nas.text`; their splits hold ``int64`` token ids
+``(N, L)`` instead of images, with the same split rules.
+
 Heavy imports (torchvision, scikit-learn, PIL) happen inside the loaders that need them,
 so ``import nas.data`` stays cheap for CLIs that only validate arguments.
 """
@@ -34,12 +38,15 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from nas.task import Task
+
+if TYPE_CHECKING:  # nas.text imports this module; at run time it is imported lazily
+    from nas.text import TextSplits, Tokenizer, Vocabulary
 
 
 class DataError(ValueError):
@@ -51,7 +58,8 @@ class Split:
     """One split of a dataset, whole, on one device.
 
     Attributes:
-        x: ``uint8`` images, shape ``(N, C, H, W)``, contiguous, raw pixel values 0..255.
+        x: ``uint8`` images, shape ``(N, C, H, W)``, contiguous, raw pixel values 0..255;
+            or, for text, ``int64`` token ids, shape ``(N, L)``, padded with 0.
         y: ``int64`` class indices, shape ``(N,)``, on the same device as ``x``.
     """
 
@@ -61,9 +69,12 @@ class Split:
     def __post_init__(self) -> None:
         # Cheap checks that catch a float or channels-last tensor built by hand before it
         # silently trains on wrongly scaled pixels.
-        if self.x.dtype != torch.uint8 or self.x.dim() != 4:
+        images = self.x.dtype == torch.uint8 and self.x.dim() == 4
+        tokens = self.x.dtype == torch.int64 and self.x.dim() == 2
+        if not (images or tokens):
             raise DataError(
-                f"Split.x must be a uint8 tensor of shape (N, C, H, W), "
+                f"Split.x must be a uint8 tensor of shape (N, C, H, W) (images) or an int64 "
+                f"tensor of shape (N, L) (token ids), "
                 f"got {self.x.dtype} of shape {tuple(self.x.shape)}"
             )
         if self.y.dtype != torch.int64 or self.y.dim() != 1:
@@ -72,8 +83,9 @@ class Split:
                 f"got {self.y.dtype} of shape {tuple(self.y.shape)}"
             )
         if self.x.shape[0] != self.y.shape[0]:
+            what = "images" if images else "sequences"
             raise DataError(
-                f"Split.x has {self.x.shape[0]} images but Split.y has {self.y.shape[0]} labels"
+                f"Split.x has {self.x.shape[0]} {what} but Split.y has {self.y.shape[0]} labels"
             )
         if self.x.device != self.y.device:
             raise DataError(f"Split.x is on {self.x.device} but Split.y is on {self.y.device}")
@@ -92,10 +104,16 @@ class Data:
             order: shuffle when batching.
         val: carved from the training split, stratified, deterministic for the seed.
         test: the official test split; only final evaluation reads it, never a search.
-        mean: per-channel mean of ``train`` pixels scaled to [0, 1].
+        mean: per-channel mean of ``train`` pixels scaled to [0, 1]; ``()`` for text.
         std: per-channel (population) standard deviation of ``train`` pixels, same units;
-            a constant channel reports 1.0 so that normalising never divides by zero.
-        flip: whether a horizontal flip is a label-preserving augmentation here.
+            a constant channel reports 1.0 so that normalising never divides by zero;
+            ``()`` for text.
+        flip: whether a horizontal flip is a label-preserving augmentation here (never for
+            text).
+        vocab: text only: the vocabulary built from ``train`` (encodes new texts; the
+            exporter saves it); None for images.
+        texts: text only: the raw texts of each split, row for row (for baselines and
+            error analysis); None for images.
     """
 
     task: Task
@@ -105,6 +123,9 @@ class Data:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     flip: bool
+    # Defaulted and last: image code builds Data positionally with the seven fields above.
+    vocab: Vocabulary | None = None
+    texts: TextSplits | None = None
 
     def full_train(self) -> Split:
         """``train`` and ``val`` concatenated, for retraining the chosen architecture.
@@ -221,6 +242,14 @@ def task_for(
     *,
     data_dir: str | Path | None = None,
     image_size: int | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    tokenizer: Tokenizer | None = None,
+    max_vocab: int | None = None,
+    min_freq: int | None = None,
+    length: int | None = None,
 ) -> Task:
     """The :class:`Task` of a dataset, without loading its pixels where possible.
 
@@ -229,11 +258,31 @@ def task_for(
     An ``imagefolder:PATH`` is scanned: class folders are listed and image headers read to
     decide between one (all grayscale) and three channels.
 
+    A text dataset is read and tokenised (its vocabulary size and length depend on the
+    data) and the result is cached, so a following :func:`load_data` does not tokenise
+    again. Its vocabulary comes from the training split, which depends on ``seed`` and
+    ``val_fraction``: pass the ones :func:`load_data` will get to obtain the same task.
+    The text arguments are those of :func:`load_data`; images ignore ``seed`` and
+    ``val_fraction``.
+
     Raises:
         DataError: unknown name, bad ``image_size``, or an image folder that cannot be used.
     """
-    del data_dir  # not needed for any built-in; see the docstring
     size = _check_image_size(image_size)
+    if _is_text(name):
+        from nas import text
+
+        _no_image_size(name, size)
+        fraction = _check_fraction(val_fraction)
+        return text.text_task(
+            name,
+            data_dir=data_dir,
+            seed=_check_seed(seed),
+            val_fraction=fraction,
+            **_text_options(text_column, label_column, tokenizer, max_vocab, min_freq, length),
+        )
+    _no_text_options(name, text_column, label_column, tokenizer, max_vocab, min_freq, length)
+    del data_dir  # not needed for any built-in; see the docstring
     if name.startswith(IMAGEFOLDER_PREFIX):
         root = _imagefolder_root(name)
         classes, train_files, test_files = _scan_imagefolder(root)
@@ -253,12 +302,20 @@ def load_data(
     seed: int = 0,
     data_dir: str | Path | None = None,
     image_size: int | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    tokenizer: Tokenizer | None = None,
+    max_vocab: int | None = None,
+    min_freq: int | None = None,
+    length: int | None = None,
 ) -> Data:
     """Load a dataset onto ``device`` with a stratified validation split.
 
     Args:
         name: one of :data:`DATASETS`, or ``imagefolder:PATH`` (one folder of images per
-            class; ``PATH/train`` and ``PATH/test`` are used as the splits when both exist).
+            class; ``PATH/train`` and ``PATH/test`` are used as the splits when both exist);
+            or a text dataset: ``csv:PATH``, ``jsonl:PATH``, ``textfolder:PATH``, ``ag_news``,
+            ``imdb`` (see :mod:`nas.text`).
         device: where every tensor lives; moved there once.
         val_fraction: share of each class's training samples carved off as ``val``
             (rounded per class, at least one sample each side).
@@ -270,16 +327,33 @@ def load_data(
             ``~/.cache/nas/data``), downloaded there when absent.
         image_size: square side images are resized to; ``imagefolder`` only (default
             :data:`DEFAULT_IMAGE_SIZE`). Built-ins accept only their native size.
+        text_column, label_column: text only: the columns (``csv:``) or keys (``jsonl:``)
+            holding each example's text and label.
+        tokenizer, max_vocab, min_freq, length: text only: ``words`` (default) or
+            ``bytes``; the vocabulary's size (PAD and OOV included, default 20,000) and the
+            fewest training occurrences of a kept token (default 2); tokens per example
+            (default: the 95th percentile of training lengths, 8..512). ``ag_news`` and
+            ``imdb`` are downloaded to ``data_dir`` like the torchvision datasets.
 
     Raises:
         DataError: anything about the request or the files, naming the value or path.
     """
     fraction = _check_fraction(val_fraction)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise DataError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = _check_seed(seed)
     size = _check_image_size(image_size)
     dev = _check_device(device)
 
+    if _is_text(name):
+        _no_image_size(name, size)
+        return _load_text(
+            name,
+            dev,
+            fraction,
+            seed,
+            data_dir,
+            _text_options(text_column, label_column, tokenizer, max_vocab, min_freq, length),
+        )
+    _no_text_options(name, text_column, label_column, tokenizer, max_vocab, min_freq, length)
     if name.startswith(IMAGEFOLDER_PREFIX):
         pools, task = _load_imagefolder(name, size if size is not None else DEFAULT_IMAGE_SIZE)
         flip = _IMAGEFOLDER_FLIP
@@ -321,11 +395,105 @@ def load_data(
 def _builtin_task(name: str) -> Task:
     task = _TASKS.get(name)
     if task is None:
-        valid = ", ".join(DATASETS)
-        raise DataError(
-            f"unknown dataset {name!r}; valid names: {valid}, or {IMAGEFOLDER_PREFIX}PATH"
-        )
+        from nas.text import TEXT_DATASETS, TEXT_PREFIXES
+
+        valid = ", ".join(DATASETS + TEXT_DATASETS)
+        paths = ", ".join(f"{p}PATH" for p in (IMAGEFOLDER_PREFIX, *TEXT_PREFIXES))
+        raise DataError(f"unknown dataset {name!r}; valid names: {valid}, or {paths}")
     return task
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise DataError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _is_text(name: str) -> bool:
+    # Spelled out here rather than imported: nas.text imports this module.
+    return name in ("ag_news", "imdb") or name.startswith(("csv:", "jsonl:", "textfolder:"))
+
+
+def _no_image_size(name: str, size: int | None) -> None:
+    if size is not None:
+        raise DataError(
+            f"image_size applies to {IMAGEFOLDER_PREFIX}PATH datasets only; {name!r} is a "
+            f"text dataset, got image_size={size}"
+        )
+
+
+def _text_options(
+    text_column: str,
+    label_column: str,
+    tokenizer: Tokenizer | None,
+    max_vocab: int | None,
+    min_freq: int | None,
+    length: int | None,
+) -> dict[str, Any]:
+    """The keyword arguments of nas.text for the options given (None: its default)."""
+    options: dict[str, Any] = {"text_column": text_column, "label_column": label_column}
+    given = {"tokenizer": tokenizer, "max_vocab": max_vocab, "min_freq": min_freq}
+    options.update({k: v for k, v in given.items() if v is not None})
+    options["length"] = length
+    return options
+
+
+def _no_text_options(
+    name: str,
+    text_column: str,
+    label_column: str,
+    tokenizer: Tokenizer | None,
+    max_vocab: int | None,
+    min_freq: int | None,
+    length: int | None,
+) -> None:
+    # The columns have real defaults (a CLI always passes them); the rest are None unless
+    # asked for, and asking for them on an image dataset is a mistake worth reporting.
+    given = [
+        what
+        for what, value, default in (
+            ("text_column", text_column, "text"),
+            ("label_column", label_column, "label"),
+            ("tokenizer", tokenizer, None),
+            ("max_vocab", max_vocab, None),
+            ("min_freq", min_freq, None),
+            ("length", length, None),
+        )
+        if value != default
+    ]
+    if given:
+        raise DataError(
+            f"{', '.join(given)}: options that apply to text datasets only; {name!r} is "
+            f"an image dataset"
+        )
+
+
+def _load_text(
+    name: str,
+    dev: torch.device,
+    fraction: float,
+    seed: int,
+    data_dir: str | Path | None,
+    options: dict[str, Any],
+) -> Data:
+    from nas.text import load_text
+
+    pools = load_text(name, data_dir=data_dir, seed=seed, val_fraction=fraction, **options)
+    return Data(
+        task=pools.task,
+        train=_to(Split(pools.x_train, pools.y_train), dev),
+        val=_to(Split(pools.x_val, pools.y_val), dev),
+        test=_to(Split(pools.x_test, pools.y_test), dev),
+        # Token ids are not normalised, and mirroring a sentence changes its meaning.
+        mean=(),
+        std=(),
+        flip=False,
+        vocab=pools.vocab,
+        texts=pools.texts,
+    )
 
 
 def _check_fraction(value: float) -> float:
@@ -440,7 +608,7 @@ def _to(split: Split, device: torch.device) -> Split:
     try:
         return Split(split.x.to(device).contiguous(), split.y.to(device).contiguous())
     except (RuntimeError, AssertionError) as err:  # out of device memory, mostly
-        raise DataError(f"cannot move {len(split)} images to {device}: {err}") from err
+        raise DataError(f"cannot move {len(split)} examples to {device}: {err}") from err
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -295,7 +295,13 @@ def retrain(
     result = train(model, data, config, device=device)
     if result.status == "nan":
         raise ExportError("retraining diverged (NaN loss); try fewer --epochs or another trial")
-    test = evaluate(model, data.test, data.mean, data.std, memory_format=result.memory_format)
+    test = evaluate(
+        model,
+        data.test,
+        data.mean,
+        data.std,
+        memory_format=result.memory_format,  # type: ignore[arg-type]
+    )
     return model.float().eval().to(memory_format=torch.contiguous_format).cpu(), test
 
 

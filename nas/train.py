@@ -29,6 +29,10 @@ Determinism. On CPU the same model initialisation, data and config (without
 augmentations, and dropout through the global RNG, which is forked, seeded and restored)
 comes from ``config.seed``. With ``max_seconds`` the number of steps depends on the clock.
 
+Text. A split whose ``x`` holds integer token ids ``(N, L)`` (``nas.text``) goes to the
+model as it is: no normalisation, augmentation, test-time mirroring or channels_last (the
+model starts with an ``nn.Embedding``); precision is chosen as for images.
+
 Global state. Nothing is left changed: the global RNG is forked and restored, and the
 thread count (only touched when ``config.threads`` is given) is restored.
 
@@ -68,7 +72,8 @@ class TrainConfigError(ValueError):
 
 
 class SplitLike(Protocol):
-    """What the trainer reads of a ``nas.data.Split``: uint8 images and int64 labels."""
+    """What the trainer reads of a ``nas.data.Split``: uint8 images (or int64 token ids)
+    and int64 labels."""
 
     @property
     def x(self) -> Tensor: ...
@@ -191,9 +196,13 @@ class TrainConfig:
         )
         need(self.report_every is None or self.report_every > 0, "report_every", "None or > 0")
         need(self.eval_batch_size >= 1, "eval_batch_size", ">= 1")
-        need(self.threads is None or self.threads == "auto"
-             or (isinstance(self.threads, int) and self.threads >= 1),
-             "threads", "None, 'auto' or >= 1")
+        need(
+            self.threads is None
+            or self.threads == "auto"
+            or (isinstance(self.threads, int) and self.threads >= 1),
+            "threads",
+            "None, 'auto' or >= 1",
+        )
         # Validates crop_pad, pad_mode and cutout with their own messages.
         aug.AugmentConfig(self.crop_pad, self.pad_mode, self.flip, self.cutout)
 
@@ -388,7 +397,14 @@ def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
 # ------------------------------------------------------------------------------ evaluation
 
 
+def is_tokens(x: Tensor) -> bool:
+    """Whether ``x`` is a batch of token ids ``(N, L)`` rather than uint8 images."""
+    return x.dim() == 2 and x.dtype in (torch.int64, torch.int32)
+
+
 def _prepare(x: Tensor, mean: Sequence[float], std: Sequence[float], channels_last: bool) -> Tensor:
+    if is_tokens(x):
+        return x  # ids index the model's embedding: nothing to scale
     x = aug.normalize(x, mean, std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -404,14 +420,17 @@ def predict_logits(
     precision: Precision = "fp32",
     memory_format: MemoryFormat = "contiguous",
 ) -> Tensor:
-    """Float32 logits for uint8 images ``x``, batched, in eval mode and inference mode.
+    """Float32 logits for uint8 images ``x`` (or token ids), batched, in eval mode and
+    inference mode.
 
-    ``tta`` averages with the logits of the mirrored images. The model's train/eval mode
-    is restored afterwards.
+    ``tta`` averages with the logits of the mirrored images (never for token ids). The
+    model's train/eval mode is restored afterwards.
     """
     device = _model_device(model)
     prec = resolve_precision(precision, device)
-    channels_last = resolve_memory_format(memory_format, device) == "channels_last"
+    tokens = is_tokens(x)
+    tta = tta and not tokens
+    channels_last = resolve_memory_format(memory_format, device) == "channels_last" and not tokens
     was_training = model.training
     model.eval()
     try:
@@ -444,8 +463,9 @@ def evaluate(
     """Top-1 accuracy of ``model`` on ``split`` (NaN for an empty split).
 
     Args:
-        model: maps normalised float (B, C, H, W) to (B, classes) logits.
-        split: uint8 images ``x`` and int64 labels ``y``.
+        model: maps normalised float (B, C, H, W) (or token ids (B, L)) to (B, classes)
+            logits.
+        split: uint8 images (or token ids) ``x`` and int64 labels ``y``.
         mean, std: per-channel normalisation on the 0..1 scale (``Data.mean``/``Data.std``).
         batch_size: evaluation batch size.
         tta: also evaluate the mirrored images and average logits (only where flips are
@@ -557,8 +577,10 @@ def train(
 
     Args:
         model: maps normalised float (B, C, H, W) to logits; moved to ``device`` (and to
-            channels_last if that is the memory format used) and trained in place.
-        data: uint8 splits resident on a device, normalisation constants and the flip flag.
+            channels_last if that is the memory format used) and trained in place. For
+            text data it maps int64 token ids (B, L) to logits.
+        data: uint8 splits (or token-id splits, see the module docstring) resident on a
+            device, normalisation constants and the flip flag.
         config: hyperparameters; defaults to ``TrainConfig()``.
         report: ``report(epoch, val_accuracy)`` at each rung and at the end; any exception
             it raises stops training and propagates to the caller (see module docstring).
@@ -573,6 +595,8 @@ def train(
         dev = torch.device("cuda", torch.cuda.current_device())
     precision = resolve_precision(config.precision, dev)
     memory_format = resolve_memory_format(config.memory_format, dev)
+    if is_tokens(data.train.x):
+        memory_format = "contiguous"  # channels_last means nothing to a sequence model
     t_start = time.perf_counter()
     with _threads(config.threads), _seeded_global_rng(config.seed, dev):
         result = _train(model, data, config, report, dev, precision, memory_format)
@@ -589,6 +613,7 @@ def _train(
     precision: Literal["bf16", "fp32"],
     memory_format: Literal["channels_last", "contiguous"],
 ) -> TrainResult:
+    text = is_tokens(data.train.x)
     channels_last = memory_format == "channels_last"
     model.to(device=dev)
     if channels_last:
@@ -596,10 +621,14 @@ def _train(
     augment_cfg = aug.AugmentConfig(
         config.crop_pad, config.pad_mode, config.flip and data.flip, config.cutout
     )
-    use_tta = config.tta and data.flip
+    use_tta = config.tta and data.flip and not text
 
-    # Pad the whole training set once (airbench): per batch only a crop remains.
-    x_train = aug.pad(data.train.x.to(dev), config.crop_pad, config.pad_mode)
+    # Pad the whole training set once (airbench): per batch only a crop remains. Token ids
+    # are never augmented (crop_pad, flip and cutout apply to images only).
+    if text:
+        x_train = data.train.x.to(dev)
+    else:
+        x_train = aug.pad(data.train.x.to(dev), config.crop_pad, config.pad_mode)
     y_train = data.train.y.to(dev)
     n = int(y_train.shape[0])
     if n == 0:
@@ -674,8 +703,11 @@ def _train(
         if i == 0:
             perm = torch.randperm(n, generator=generator, device=dev)
         idx = perm[i * batch : (i + 1) * batch]
-        xb = aug.augment_padded(x_train[idx], augment_cfg, generator)
-        xb = _prepare(xb, data.mean, data.std, channels_last)
+        if text:
+            xb = x_train[idx]
+        else:
+            xb = aug.augment_padded(x_train[idx], augment_cfg, generator)
+            xb = _prepare(xb, data.mean, data.std, channels_last)
         yb = y_train[idx]
 
         with _autocast(dev, precision):

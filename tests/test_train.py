@@ -35,22 +35,35 @@ def _split(n: int, seed: int) -> Split:
 
 def _data(n_train: int = 256, n_val: int = 128, flip: bool = False) -> Data:
     task = Task("blobs", "image", channels=1, height=SIDE, width=SIDE, classes=CLASSES)
-    return Data(task, _split(n_train, 1), _split(n_val, 2), _split(n_val, 3),
-                mean=(0.3,), std=(0.4,), flip=flip)
+    return Data(
+        task,
+        _split(n_train, 1),
+        _split(n_val, 2),
+        _split(n_val, 3),
+        mean=(0.3,),
+        std=(0.4,),
+        flip=flip,
+    )
 
 
 def _model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.1), nn.Linear(8 * (SIDE // 2) ** 2, CLASSES),
+        nn.Conv2d(1, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Linear(8 * (SIDE // 2) ** 2, CLASSES),
     )
 
 
 # fp32 asked for explicitly: "auto" would pick bf16 on an AMX machine. One thread: these
 # models are tiny, and on a busy shared machine a second OpenMP thread mostly waits.
-FAST = TrainConfig(epochs=2, batch_size=32, lr=0.05, crop_pad=1, report_every=None,
-                   precision="fp32", threads=1)
+FAST = TrainConfig(
+    epochs=2, batch_size=32, lr=0.05, crop_pad=1, report_every=None, precision="fp32", threads=1
+)
 
 
 class _Stop(Exception):
@@ -92,8 +105,10 @@ def test_lookahead_trains_and_stays_deterministic() -> None:
     ra, rb = train(a, _data(), config), train(b, _data(), config)
     assert ra.status == "ok" and ra.val_accuracy > 0.9
     assert ra.val_accuracy == rb.val_accuracy
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
-                                                  b.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_fractional_epochs() -> None:

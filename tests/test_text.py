@@ -1,0 +1,622 @@
+"""Tests for nas.text and the text paths of nas.data, nas.train and nas.search.
+
+Every loader reads fixture files that the tests write in the real on-disk formats (CSV,
+TSV, JSON lines, class folders of .txt files, AG News' header-less CSV, IMDB's aclImdb
+folders). Nothing touches the network: the downloader is replaced for every test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nas.text as nt
+from nas.data import Data, DataError, Split, load_data, task_for
+from nas.task import Task, TaskError
+from nas.train import TrainConfig, evaluate, train
+
+# Learnable fixture corpus: each class has its own words, every text also has shared
+# filler words, so a bag-of-embeddings model separates the classes within a few epochs.
+CLASS_WORDS = {
+    "sports": ["goal", "match", "team", "score", "league"],
+    "science": ["atom", "theory", "experiment", "cell", "physics"],
+    "business": ["market", "shares", "profit", "bank", "trade"],
+    "weather": ["rain", "storm", "sunny", "cloud", "forecast"],
+}
+FILLER = ["the", "a", "of", "and", "today", "new", "report", "says", "we", "it"]
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No network, no user cache, no user data dir, no corpus cached by another test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("NAS_DATA_DIR", raising=False)
+
+    def no_network(url: str, target: Path) -> None:
+        raise OSError(f"network disabled in tests ({url} -> {target})")
+
+    monkeypatch.setattr(nt, "_download", no_network)
+    nt.clear_cache()
+
+
+def make_rows(
+    per_class: int, seed: int = 0, classes: Sequence[str] = tuple(CLASS_WORDS)
+) -> list[tuple[str, str]]:
+    """``(text, label)`` rows, classes interleaved, 4-14 words each."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(per_class):
+        for label in classes:
+            words = list(rng.choice(FILLER, size=int(rng.integers(2, 10))))
+            words += list(rng.choice(CLASS_WORDS[label], size=int(rng.integers(2, 5))))
+            rng.shuffle(words)
+            text = " ".join(words).capitalize() + ("!" if i % 3 == 0 else ".")
+            rows.append((text, label))
+    return rows
+
+
+def write_csv(
+    path: Path,
+    rows: Sequence[Sequence[str]],
+    header: Sequence[str] = ("text", "label"),
+    delimiter: str = ",",
+) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, objects: Sequence[object]) -> Path:
+    path.write_text(
+        "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects), encoding="utf-8"
+    )
+    return path
+
+
+def write_folder(root: Path, rows: Sequence[tuple[str, str]]) -> Path:
+    for i, (text, label) in enumerate(rows):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i:04d}.txt").write_text(text, encoding="utf-8")
+    return root
+
+
+def class_counts(split: Split, classes: int) -> list[int]:
+    return np.bincount(split.y.numpy(), minlength=classes).tolist()
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def test_csv_gives_token_ids_classes_and_texts(tmp_path: Path) -> None:
+    rows = make_rows(20)
+    path = write_csv(tmp_path / "news.csv", rows)
+    data = load_data(f"csv:{path}", seed=0)
+    task = data.task
+    assert task.kind == "text" and (task.channels, task.height, task.width) == (1, 1, 1)
+    assert task.class_names == ("business", "science", "sports", "weather")  # sorted
+    assert task.classes == 4 and task.vocab_size == len(data.vocab or ()) > 3
+    assert data.mean == () and data.std == () and data.flip is False
+    for split in (data.train, data.val, data.test):
+        assert split.x.dtype == torch.int64 and split.x.shape[1] == task.length
+        assert split.x.device.type == "cpu" and split.y.dtype == torch.int64
+        assert int(split.x.min()) >= 0 and int(split.x.max()) < task.vocab_size
+    # 80 rows: 20 % test (fixed seed), then 10 % of the rest as validation, per class.
+    assert (len(data.train), len(data.val), len(data.test)) == (56, 8, 16)
+    assert data.texts is not None and data.vocab is not None
+    assert len(data.texts.train) == len(data.train)
+    # The raw texts line up with the rows: encoding them again gives the same ids.
+    parts = (data.texts.train, data.texts.val, data.texts.test)
+    for texts, split in zip(parts, (data.train, data.val, data.test), strict=True):
+        assert torch.equal(data.vocab.encode(list(texts)), split.x)
+    by_text = dict(rows)
+    for text, label in zip(data.texts.test, data.test.y.tolist(), strict=True):
+        assert task.class_names[label] == by_text[text]
+    # Padding at the end, tokens first.
+    assert (data.train.x[:, 0] != nt.PAD_ID).all()
+
+
+def test_tsv_by_extension_and_sniffed_delimiters(tmp_path: Path) -> None:
+    rows = [(f"{text}, with a comma; and more", label) for text, label in make_rows(10)]
+    reference = load_data(f"csv:{write_csv(tmp_path / 'a.csv', rows)}")
+    variants = [
+        write_csv(tmp_path / "b.tsv", rows, delimiter="\t"),
+        write_csv(tmp_path / "c.txt", rows, delimiter="\t"),  # sniffed from the header
+        write_csv(tmp_path / "d.dat", rows, delimiter=";"),
+    ]
+    for path in variants:
+        data = load_data(f"csv:{path}")
+        assert data.texts == reference.texts
+        assert torch.equal(data.train.x, reference.train.x)
+        assert torch.equal(data.test.y, reference.test.y)
+
+
+def test_csv_chosen_columns_and_a_bom(tmp_path: Path) -> None:
+    rows = [(str(i), text, label, "x") for i, (text, label) in enumerate(make_rows(10))]
+    path = write_csv(tmp_path / "cols.csv", rows, header=("id", "body", "topic", "extra"))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # Excel's UTF-8 BOM
+    data = load_data(f"csv:{path}", text_column="body", label_column="topic")
+    assert data.task.classes == 4
+    with pytest.raises(DataError, match="no column 'text'"):
+        load_data(f"csv:{path}")
+
+
+def test_jsonl_with_integer_labels_sorted_numerically(tmp_path: Path) -> None:
+    numbers = {"sports": 2, "science": 10, "business": 9, "weather": 1}
+    objects = [{"text": t, "label": numbers[lab], "other": None} for t, lab in make_rows(10)]
+    data = load_data(f"jsonl:{write_jsonl(tmp_path / 'd.jsonl', objects)}")
+    assert data.task.class_names == ("1", "2", "9", "10")
+    assert len(data.train) + len(data.val) + len(data.test) == 40
+
+
+def test_textfolder_flat_carves_a_fixed_test_split(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "folder", make_rows(10))
+    a = load_data(f"textfolder:{root}", seed=0)
+    b = load_data(f"textfolder:{root}", seed=1)
+    assert a.task.class_names == tuple(sorted(CLASS_WORDS))
+    assert a.texts is not None and b.texts is not None
+    assert a.texts.test == b.texts.test  # the test split does not move with the seed
+    assert a.texts.val != b.texts.val
+    assert class_counts(a.test, 4) == [2, 2, 2, 2]
+
+
+def test_textfolder_train_test_layout_skips_unsup(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    write_folder(root / "train", make_rows(10, seed=1))
+    write_folder(root / "test", make_rows(3, seed=2))
+    (root / "train" / "unsup").mkdir()
+    (root / "train" / "unsup" / "0.txt").write_text("unlabelled", encoding="utf-8")
+    data = load_data(f"textfolder:{root}")
+    assert data.task.classes == 4
+    assert len(data.test) == 12 and len(data.train) + len(data.val) == 40
+    assert data.texts is not None and "unlabelled" not in data.texts.train
+
+
+def ag_news_files(folder: Path, rows: Sequence[tuple[str, str]]) -> None:
+    """AG News as published: no header, every field quoted, class index 1-4."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {"weather": "1", "sports": "2", "business": "3", "science": "4"}
+    for name, part in (("train.csv", rows[:-8]), ("test.csv", rows[-8:])):
+        with (folder / name).open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, quoting=csv.QUOTE_ALL)
+            for text, label in part:
+                title, _, body = text.partition(" ")
+                writer.writerow([index[label], title.title(), body + " \\ more"])
+
+
+def test_ag_news_format_from_data_dir(tmp_path: Path) -> None:
+    rows = make_rows(12)
+    ag_news_files(tmp_path / "ag_news_csv", rows)
+    data = load_data("ag_news", data_dir=tmp_path)
+    assert data.task.class_names == ("World", "Sports", "Business", "Sci/Tech")
+    assert len(data.test) == 8 and len(data.train) + len(data.val) == 40
+    assert data.texts is not None and all("\\" not in t for t in data.texts.train)
+    # Class index 3 is Business: the official order, not alphabetical.
+    names = [data.task.class_names[i] for i in data.test.y.tolist()]
+    official = {
+        "weather": "World",
+        "sports": "Sports",
+        "business": "Business",
+        "science": "Sci/Tech",
+    }
+    assert names == [official[label] for _, label in rows[-8:]]
+    assert task_for("ag_news", data_dir=tmp_path) == data.task
+
+
+def test_ag_news_flat_folder_and_missing_files(tmp_path: Path) -> None:
+    ag_news_files(tmp_path / "flat", make_rows(12))
+    assert load_data("ag_news", data_dir=tmp_path / "flat").task.classes == 4
+    with pytest.raises(DataError) as err:
+        load_data("ag_news", data_dir=tmp_path / "empty")
+    message = str(err.value)
+    assert "download of https://" in message and "network disabled" in message
+    assert "--data-dir" in message and "ag_news_csv" in message
+
+
+def imdb_tree(root: Path, per_class: int = 6) -> None:
+    """aclImdb as unpacked: train/ and test/ of pos/ and neg/, train/unsup, <br /> tags."""
+    rng = np.random.default_rng(0)
+    words = {"pos": ["great", "loved", "superb"], "neg": ["awful", "boring", "hated"]}
+    for split in ("train", "test"):
+        for label in ("pos", "neg"):
+            folder = root / "aclImdb" / split / label
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                review = " ".join(rng.choice(words[label] + FILLER, size=8))
+                rating = 8 if label == "pos" else 2
+                (folder / f"{i}_{rating}.txt").write_text(
+                    f"{review}<br /><br />The end.", encoding="utf-8"
+                )
+    (root / "aclImdb" / "train" / "unsup").mkdir()
+    (root / "aclImdb" / "train" / "unsup" / "0_0.txt").write_text("no label", encoding="utf-8")
+    (root / "aclImdb" / "train" / "urls_pos.txt").write_text("http://x\n", encoding="utf-8")
+
+
+def test_imdb_folder_format_from_data_dir(tmp_path: Path) -> None:
+    imdb_tree(tmp_path)
+    data = load_data("imdb", data_dir=tmp_path)
+    assert data.task.class_names == ("neg", "pos")
+    assert len(data.test) == 12 and len(data.train) + len(data.val) == 12
+    assert data.texts is not None
+    assert all("<br" not in t for t in data.texts.train + data.texts.test)
+    assert "no label" not in data.texts.train
+    with pytest.raises(DataError, match=r"imdb: files not found .*aclImdb_v1\.tar\.gz"):
+        load_data("imdb", data_dir=tmp_path / "elsewhere")
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def test_vocabulary_comes_from_the_training_split_only(tmp_path: Path) -> None:
+    # Every example carries a word of its own: with min_freq=1 exactly the training
+    # examples' words may enter the vocabulary.
+    rows = [(f"{text} uniq{i}", label) for i, (text, label) in enumerate(make_rows(15))]
+    data = load_data(f"csv:{write_csv(tmp_path / 'u.csv', rows)}", min_freq=1)
+    assert data.vocab is not None and data.texts is not None
+
+    def own_word(text: str) -> str:
+        return text.split()[-1]
+
+    for text in data.texts.train:
+        assert own_word(text) in data.vocab
+    for text in data.texts.val + data.texts.test:
+        assert own_word(text) not in data.vocab
+    # ...and in the tensors the unseen word is the OOV id.
+    ids = data.vocab.ids(data.texts.test[0])
+    assert ids[-1] == nt.OOV_ID and data.test.x[0, len(ids) - 1] == nt.OOV_ID
+
+
+def test_word_only_in_the_official_test_split_is_oov(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    write_folder(root / "train", make_rows(6, seed=1))
+    test_rows = [(f"zebra {t}", label) for t, label in make_rows(2, seed=2)]
+    write_folder(root / "test", test_rows)
+    data = load_data(f"textfolder:{root}", min_freq=1)
+    assert data.vocab is not None and "zebra" not in data.vocab
+    assert (data.test.x[:, 0] == nt.OOV_ID).all()
+
+
+def test_min_freq_and_max_vocab(tmp_path: Path) -> None:
+    rows = [(f"{text} once{i}", label) for i, (text, label) in enumerate(make_rows(10))]
+    path = write_csv(tmp_path / "f.csv", rows)
+    data = load_data(f"csv:{path}")  # min_freq=2: words seen once are out
+    assert data.vocab is not None and not any(t.startswith("once") for t in data.vocab.tokens)
+    small = load_data(f"csv:{path}", max_vocab=5)
+    assert small.task.vocab_size == 5 and small.vocab is not None
+    # The most frequent training tokens survive (ties broken by the token).
+    assert small.vocab.tokens[:2] == (nt.PAD_TOKEN, nt.OOV_TOKEN)
+    assert small.texts is not None
+    counts = Counter(tok for t in small.texts.train for tok in nt.tokenize(t))
+    expected = sorted(counts, key=lambda tok: (-counts[tok], tok))[:3]
+    assert list(small.vocab.tokens[2:]) == expected
+
+
+def test_length_is_the_95th_percentile_of_training_lengths(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(60):
+        n = int(rng.integers(1, 40))
+        label = "ab"[i % 2]
+        rows.append((" ".join(["w", label] * n), label))
+    path = write_csv(tmp_path / "len.csv", rows)
+    data = load_data(f"csv:{path}")
+    assert data.texts is not None
+    lengths = [len(nt.tokenize(t)) for t in data.texts.train]
+    expected = int(np.percentile(lengths, 95, method="higher"))
+    assert 8 < expected < 512 and data.task.length == expected
+    assert sum(n <= expected for n in lengths) >= 0.95 * len(lengths)
+    # Given explicitly: longer texts keep their first tokens.
+    short = load_data(f"csv:{path}", length=3)
+    assert short.task.length == 3 and short.vocab is not None and short.texts is not None
+    assert short.train.x[0].tolist() == short.vocab.ids(short.texts.train[0])[:3]
+
+
+def test_length_is_clamped(tmp_path: Path) -> None:
+    tiny = write_csv(tmp_path / "tiny.csv", [("a b", "x"), ("b a", "y")] * 5)
+    assert load_data(f"csv:{tiny}").task.length == nt.MIN_LENGTH
+    huge = write_csv(
+        tmp_path / "huge.csv", [(" ".join(["a b"] * 400), "x"), (" ".join(["b a"] * 400), "y")] * 5
+    )
+    assert load_data(f"csv:{huge}").task.length == nt.MAX_LENGTH
+
+
+def test_split_deterministic_for_seed_and_stratified(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "s.csv", make_rows(30))
+    a = load_data(f"csv:{path}", seed=5)
+    nt.clear_cache()  # from scratch: the same seed gives the same bytes
+    b = load_data(f"csv:{path}", seed=5)
+    c = load_data(f"csv:{path}", seed=6)
+    assert a.texts == b.texts and torch.equal(a.train.x, b.train.x)
+    assert a.vocab == b.vocab
+    assert a.texts is not None and c.texts is not None
+    assert a.texts.val != c.texts.val and a.texts.test == c.texts.test
+    # 30 per class: 6 test, then round(24 * 0.1) = 2 validation, 22 training, each class.
+    assert class_counts(a.test, 4) == [6] * 4
+    assert class_counts(a.val, 4) == [2] * 4
+    assert class_counts(a.train, 4) == [22] * 4
+    assert not set(a.texts.val) & set(a.texts.train)
+
+
+def test_task_for_matches_load_data_and_tokenises_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_csv(tmp_path / "c.csv", make_rows(10))
+    calls: list[int] = []
+    real = nt._tokenise
+
+    def counting(texts: Sequence[str], tokenizer: nt.Tokenizer) -> nt._Tokens:
+        calls.append(len(texts))
+        return real(texts, tokenizer)
+
+    monkeypatch.setattr(nt, "_tokenise", counting)
+    task = task_for(f"csv:{path}", seed=3)
+    data = load_data(f"csv:{path}", seed=3)
+    assert data.task == task and len(calls) == 1
+    load_data(f"csv:{path}", seed=4)  # another seed: split and vocabulary only
+    assert len(calls) == 1
+    write_csv(path, make_rows(11))  # a changed file is read again
+    assert load_data(f"csv:{path}").task.name == f"csv:{path}" and len(calls) == 2
+
+
+def test_bytes_tokenizer(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "b.csv", make_rows(10))
+    data = load_data(f"csv:{path}", tokenizer="bytes")
+    assert data.task.vocab_size == 258 and data.vocab is not None
+    assert data.vocab.ids("Aé") == [ord("A") + 2, 0xC3 + 2, 0xA9 + 2]
+    assert data.texts is not None
+    first = data.texts.train[0].encode("utf-8")[: data.task.length]
+    assert data.train.x[0, : len(first)].tolist() == [b + 2 for b in first]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def error_of(name: str, **kwargs: object) -> str:
+    with pytest.raises(DataError) as err:
+        load_data(name, **kwargs)  # type: ignore[arg-type]
+    return str(err.value)
+
+
+def test_missing_column_lists_the_columns_present(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "m.csv", make_rows(3), header=("body", "label"))
+    message = error_of(f"csv:{path}")
+    assert str(path) in message and "no column 'text'" in message
+    assert "columns present: 'body', 'label'" in message
+    jpath = write_jsonl(tmp_path / "m.jsonl", [{"text": "a", "label": "x"}, {"body": "b"}])
+    message = error_of(f"jsonl:{jpath}")
+    assert "line 2 has no key 'text'; keys present: 'body'" in message
+
+
+def test_empty_files(tmp_path: Path) -> None:
+    (tmp_path / "e.csv").write_bytes(b"")
+    assert "is empty" in error_of(f"csv:{tmp_path / 'e.csv'}")
+    (tmp_path / "e.jsonl").write_text("\n\n", encoding="utf-8")
+    assert "is empty" in error_of(f"jsonl:{tmp_path / 'e.jsonl'}")
+    header_only = write_csv(tmp_path / "h.csv", [])
+    assert "header but no rows" in error_of(f"csv:{header_only}")
+
+
+def test_a_label_with_one_example_is_named(tmp_path: Path) -> None:
+    rows = [*make_rows(5), ("a lonely text", "lonely")]
+    message = error_of(f"csv:{write_csv(tmp_path / 'one.csv', rows)}")
+    assert "label 'lonely' has 1 example(s)" in message and "at least 3" in message
+
+
+def test_non_utf8_names_the_line(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "latin.csv", make_rows(3))
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = b"caf\xe9 au lait," + b"sports\r"
+    path.write_bytes(b"\n".join(lines))
+    message = error_of(f"csv:{path}")
+    assert f"{path}: line 4 is not valid UTF-8 (byte 0xe9 at column 4)" in message
+    folder = write_folder(tmp_path / "folder", make_rows(3))
+    bad = folder / "sports" / "bad.txt"
+    bad.write_bytes(b"fine\nfine\n\xff")
+    assert f"{bad}: line 3 is not valid UTF-8" in error_of(f"textfolder:{folder}")
+
+
+def test_all_texts_empty(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "blank.csv", [("", "a"), ("  ", "b")] * 3)
+    assert "all 6 texts are empty" in error_of(f"csv:{path}")
+
+
+def test_fewer_than_two_classes(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "one.csv", [("some text", "only")] * 5)
+    message = error_of(f"csv:{path}")
+    assert "'only'" in message and "at least 2 distinct labels" in message
+
+
+def test_malformed_rows_and_lines_are_located(tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text("text,label\nfine,a\nnot, fine,b\n", encoding="utf-8")
+    assert "line 3 has 3 fields, the header has 2" in error_of(f"csv:{path}")
+    path.write_text("text,label\nfine,\n", encoding="utf-8")
+    assert "line 2 has an empty 'label'" in error_of(f"csv:{path}")
+    jpath = tmp_path / "bad.jsonl"
+    jpath.write_text('{"text": "a", "label": "x"}\n{"text": "b", label}\n', encoding="utf-8")
+    assert "line 2 is not valid JSON" in error_of(f"jsonl:{jpath}")
+    jpath.write_text('{"text": 3, "label": "x"}\n', encoding="utf-8")
+    assert "line 1: 'text' must be a string" in error_of(f"jsonl:{jpath}")
+    jpath.write_text('["text", "label"]\n', encoding="utf-8")
+    assert "line 1 is a list, not an object" in error_of(f"jsonl:{jpath}")
+
+
+def test_data_knows_every_text_name() -> None:
+    # nas.data spells the text names out (it cannot import nas.text at import time).
+    import nas.data as nd
+
+    for name in (*nt.TEXT_DATASETS, *(p + "x" for p in nt.TEXT_PREFIXES)):
+        assert nd._is_text(name) and nt.is_text_name(name)
+    assert not nd._is_text("imagefolder:x") and not nd._is_text("digits")
+
+
+def test_other_bad_requests(tmp_path: Path) -> None:
+    assert "does not exist" in error_of(f"csv:{tmp_path / 'nope.csv'}")
+    assert "names no file" in error_of("jsonl:")
+    assert "names no folder" in error_of("textfolder:")
+    root = tmp_path / "corpus"
+    write_folder(root / "train", make_rows(3, classes=("sports", "science")))
+    write_folder(root / "test", make_rows(1, classes=("sports", "weather")))
+    assert "label 'weather' in the test split" in error_of(f"textfolder:{root}")
+    path = write_csv(tmp_path / "ok.csv", make_rows(5))
+    assert "no token occurs 1000 time(s)" in error_of(f"csv:{path}", min_freq=1000)
+    assert "tokenizer must be" in error_of(f"csv:{path}", tokenizer="chars")
+    assert "max_vocab must be" in error_of(f"csv:{path}", max_vocab=2)
+    assert "image_size applies to imagefolder" in error_of(f"csv:{path}", image_size=32)
+    assert "apply to text datasets only" in error_of("digits", text_column="body", length=9)
+    with pytest.raises(DataError, match="apply to csv:PATH and jsonl:PATH"):
+        task_for(f"textfolder:{root}", label_column="y")
+    with pytest.raises(DataError, match=r"unknown dataset 'news'.*ag_news, imdb.*csv:PATH"):
+        task_for("news")
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+def test_vocabulary_json_round_trip(tmp_path: Path) -> None:
+    vocab = nt.build_vocabulary(
+        ["Hello, world!", "hello again", "world again"], min_freq=1, length=6
+    )
+    assert vocab.tokens[:2] == ("<pad>", "<unk>") and "hello" in vocab
+    path = tmp_path / "vocab.json"
+    vocab.save(path)
+    loaded = nt.Vocabulary.load(path)
+    assert loaded == vocab and loaded.size == vocab.size
+    texts = ["HELLO there, world", ""]
+    assert torch.equal(loaded.encode(texts), vocab.encode(texts))
+    assert loaded.encode("hello unknown").tolist() == [
+        [vocab.tokens.index("hello"), nt.OOV_ID, 0, 0, 0, 0]
+    ]
+    blob = json.loads(path.read_text(encoding="utf-8"))
+    assert (blob["pad_id"], blob["oov_id"], blob["length"]) == (0, 1, 6)
+    assert blob["pattern"] == nt.WORD_PATTERN and blob["tokens"][2:] == list(vocab.tokens[2:])
+    raw = nt.Vocabulary("bytes", (), 16)
+    assert nt.Vocabulary.from_json(raw.to_json()) == raw and len(raw) == 258
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        ({"format": "other"}, "not a nas.vocabulary"),
+        ({"version": 2}, "not a nas.vocabulary"),
+        ({"pattern": r"\S+"}, "pattern"),
+        ({"tokens": ["a", "<unk>", "b"]}, "must start with"),
+        ({"tokens": ["<pad>", "<unk>", "b", "b"]}, "repeat"),
+        ({"length": 0}, "length must be a positive integer"),
+        ({"size": 99}, "'size' is 99"),
+        ({"tokenizer": "chars"}, "tokenizer must be"),
+    ],
+)
+def test_vocabulary_rejects_bad_files(change: dict[str, object], expect: str) -> None:
+    blob = nt.build_vocabulary(["a b", "b a"], min_freq=1).to_dict()
+    blob.update(change)
+    with pytest.raises(DataError, match=expect):
+        nt.Vocabulary.from_dict(blob)
+
+
+# --------------------------------------------------------------------------- task, split
+
+
+def test_text_task_validation() -> None:
+    ok = Task("t", "text", 1, 1, 1, 2, length=16, vocab_size=100, class_names=("a", "b"))
+    assert ok.length == 16
+    with pytest.raises(TaskError, match="length must be >= 1"):
+        Task("t", "text", 1, 1, 1, 2, vocab_size=100)
+    with pytest.raises(TaskError, match="vocab_size must be >= 3"):
+        Task("t", "text", 1, 1, 1, 2, length=8, vocab_size=2)
+    with pytest.raises(TaskError, match="channels must be 1 for a text task"):
+        Task("t", "text", 3, 1, 1, 2, length=8, vocab_size=10)
+    with pytest.raises(TaskError, match="applies to text tasks only"):
+        Task("i", "image", 1, 8, 8, 2, length=8)
+    with pytest.raises(TaskError, match="2 names for 3 classes"):
+        Task("i", "image", 1, 8, 8, 3, class_names=("a", "b"))
+    assert Task("i", "image", 1, 8, 8, 3) == Task("i", "image", 1, 8, 8, 3, 0, 0, ())
+
+
+def test_split_holds_token_ids() -> None:
+    split = Split(torch.zeros(3, 7, dtype=torch.int64), torch.zeros(3, dtype=torch.int64))
+    assert len(split) == 3
+    with pytest.raises(DataError, match=r"int64 tensor of shape \(N, L\)"):
+        Split(torch.zeros(3, 7), torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(DataError, match=r"3 sequences but Split\.y has 2 labels"):
+        Split(torch.zeros(3, 7, dtype=torch.int64), torch.zeros(2, dtype=torch.int64))
+
+
+# --------------------------------------------------------------------------- training
+
+
+class BagOfEmbeddings(nn.Module):
+    """A stand-in for a text model: embeddings averaged over the non-padding positions."""
+
+    def __init__(self, vocab_size: int, classes: int, dim: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=nt.PAD_ID)
+        self.out = nn.Linear(dim, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != nt.PAD_ID).unsqueeze(-1).float()
+        mean = (self.embed(ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.out(mean)
+
+
+def test_trainer_learns_a_text_task(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "train.csv", make_rows(60))
+    data: Data = load_data(f"csv:{path}", seed=0)
+    torch.manual_seed(0)
+    model = BagOfEmbeddings(data.task.vocab_size, data.task.classes)
+    # Image-only settings (translation, cutout, mirrored evaluation) must be ignored.
+    config = TrainConfig(
+        epochs=4,
+        batch_size=16,
+        optimizer="adamw",
+        lr=0.02,
+        weight_decay=0,
+        crop_pad=2,
+        cutout=2,
+        tta=True,
+        report_every=1.0,
+        precision="fp32",
+        threads=1,
+    )
+    result = train(model, data, config)
+    assert result.status == "ok" and result.memory_format == "contiguous"
+    assert result.val_accuracy >= 0.75  # chance is 0.25
+    test = evaluate(model, data.test, data.mean, data.std)
+    assert test >= 0.75 and not math.isnan(test)
+
+
+# --------------------------------------------------------------------------- search CLI
+
+
+def test_search_passes_the_columns_on(tmp_path: Path) -> None:
+    from nas.search import parse_args, settings_from
+
+    rows = [(label, text) for text, label in make_rows(5)]
+    path = write_csv(tmp_path / "cols.csv", rows, header=("topic", "body"))
+    args = parse_args(
+        [
+            "--dataset",
+            f"csv:{path}",
+            "--text-column",
+            "body",
+            "--label-column",
+            "topic",
+            "--storage",
+            f"sqlite:///{tmp_path}/s.db",
+        ]
+    )
+    settings = settings_from(args)
+    assert (settings.text_column, settings.label_column) == ("body", "topic")
+    with pytest.raises(DataError, match="no column 'text'"):
+        settings_from(parse_args(["--dataset", f"csv:{path}"]))
