@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import math
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from nas.builder import build_model
 from nas.data import Data
 from nas.measure import count_flops, count_params, fingerprint, measure_latency
 from nas.space import Suggest, load_space
+from nas.spec import ArchSpec
 from nas.study import measurement_lock, training_lock
 from nas.train import TrainConfig, train
 
@@ -84,6 +86,7 @@ class Objective:
         seed = self.seed + trial.number
         trial.set_user_attr("arch", spec.to_dict())
         trial.set_user_attr("summary", spec.summary())
+        _note(trial, spec)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", self._fingerprint)
 
@@ -100,6 +103,7 @@ class Objective:
         trial.set_user_attr("latency_ms", latency.median_ms)
         trial.set_user_attr("latency_iqr_ms", latency.iqr_ms)
         trial.set_user_attr("latency", latency.to_dict())
+        _note(trial, spec)
         self._check_limits(latency.median_ms, params, flops)
 
         config = replace(self.train_config, seed=seed)
@@ -155,3 +159,13 @@ class Objective:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _note(trial: optuna.Trial, spec: ArchSpec) -> None:
+    """The spec as a table on the trial's optuna-dashboard page, live during the search."""
+    try:
+        from nas.dashboard import write_note
+
+        write_note(trial, spec)
+    except Exception as e:  # a note is a convenience: it never fails a trial
+        warnings.warn(f"no dashboard note: {e.__class__.__name__}: {e}", stacklevel=2)

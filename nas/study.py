@@ -85,9 +85,9 @@ def check_storage_url(url: str) -> None:
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage with heartbeats and retries of trials lost to dead workers."""
     check_storage_url(url)
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
         if url.startswith("journal:"):
             path = Path(url.removeprefix("journal:"))
             path.parent.mkdir(parents=True, exist_ok=True)
