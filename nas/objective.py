@@ -58,6 +58,7 @@ class Objective:
     limits: Limits
     latency_device: str = "cpu"
     latency_batch: int = 1
+    latency_threads: int = 1
     seed: int = 0
     device: str = "cpu"
 
@@ -96,7 +97,11 @@ class Objective:
         flops = count_flops(model, shape)
         with measurement_lock():
             latency = measure_latency(
-                model, shape, batch=self.latency_batch, device=self.latency_device
+                model,
+                shape,
+                batch=self.latency_batch,
+                device=self.latency_device,
+                threads=self.latency_threads,
             )
         trial.set_user_attr("params", params)
         trial.set_user_attr("flops", flops)

@@ -66,6 +66,7 @@ class Settings:
     limits: Limits
     latency_device: str
     latency_batch: int
+    latency_threads: int
     sampler: str
     pruner: str
     seed: int
@@ -118,6 +119,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--latency-batch", type=int, default=1, help="batch size of the latency measurement"
     )
+    p.add_argument(
+        "--latency-threads",
+        type=int,
+        default=1,
+        help="CPU threads of the latency measurement (default 1: what one request sees on "
+        "one core, and repeatable on a shared machine; 0: all of this worker's threads)",
+    )
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     p.add_argument(
         "--pruner",
@@ -153,6 +161,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise ValueError(f"--epochs must be positive, got {args.epochs}")
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.latency_threads < 0:
+        raise ValueError(f"--latency-threads must be 0 or more, got {args.latency_threads}")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -179,6 +189,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         limits=Limits(args.max_latency_ms, args.max_params, args.max_flops),
         latency_device=args.latency_device or device,
         latency_batch=args.latency_batch,
+        latency_threads=args.latency_threads,
         sampler=args.sampler,
         pruner=args.pruner or "pareto",
         seed=args.seed,
@@ -237,6 +248,7 @@ def run_worker(
         limits=s.limits,
         latency_device=s.latency_device,
         latency_batch=s.latency_batch,
+        latency_threads=s.latency_threads or s.threads,
         seed=s.seed,
         device=s.device,
     )
