@@ -131,6 +131,11 @@ class TrainConfig:
         memory_format: ``auto``, ``channels_last`` or ``contiguous``.
         report_every: epochs between rungs (evaluate + report); None evaluates at the end only.
         eval_batch_size: batch size for evaluation.
+        rung_val_size: score the rungs before the last on this many validation examples
+            (one fixed random subset, the same for every run, so rungs compare like with
+            like); None uses all. The end of training always scores the whole split. In a
+            brief search run, evaluating every rung on the whole split can cost more than
+            the training itself.
         tta: average logits with the mirrored image at evaluation (only if flips allowed).
         lookahead: airbench's lookahead: every 5 steps the weights (and norm statistics)
             move to a slow average that pulls harder as training ends, a cheap stand-in
@@ -165,6 +170,7 @@ class TrainConfig:
     memory_format: MemoryFormat = "auto"
     report_every: float | None = 1.0
     eval_batch_size: int = 1024
+    rung_val_size: int | None = None
     tta: bool = False
     lookahead: bool = False
     seed: int = 0
@@ -196,6 +202,7 @@ class TrainConfig:
         )
         need(self.report_every is None or self.report_every > 0, "report_every", "None or > 0")
         need(self.eval_batch_size >= 1, "eval_batch_size", ">= 1")
+        need(self.rung_val_size is None or self.rung_val_size >= 1, "rung_val_size", ">= 1 or None")
         need(
             self.threads is None
             or self.threads == "auto"
@@ -492,6 +499,12 @@ def evaluate(
 # -------------------------------------------------------------------------------- training
 
 
+@dataclass(frozen=True)
+class _Subset:
+    x: Tensor
+    y: Tensor
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
     """Decay conv/linear weights only; norm weights, biases and scalars go undecayed."""
     decay: list[nn.Parameter] = []
@@ -650,10 +663,17 @@ def _train(
     # the running sum (which stays non-finite once any term is) is read every few steps.
     check_every = 1 if dev.type == "cpu" else 8
 
-    def val_accuracy() -> float:
+    rung_val: SplitLike = data.val
+    if config.rung_val_size is not None and config.rung_val_size < len(data.val.y):
+        fixed = torch.Generator().manual_seed(0)  # not config.seed: one subset for all runs
+        pick = torch.randperm(len(data.val.y), generator=fixed)[: config.rung_val_size]
+        pick = pick.sort().values.to(data.val.y.device)
+        rung_val = _Subset(data.val.x[pick], data.val.y[pick])
+
+    def val_accuracy(split: SplitLike = data.val) -> float:
         return evaluate(
             model,
-            data.val,
+            split,
             data.mean,
             data.std,
             batch_size=config.eval_batch_size,
@@ -734,11 +754,11 @@ def _train(
         ):
             result.status = "nan"
             break
-        if step in rungs:
+        if step in rungs and step < total_steps:  # the last is scored on the whole split
             if not close_segment():
                 result.status = "nan"
                 break
-            acc = val_accuracy()
+            acc = val_accuracy(rung_val)
             model.train()
             if not math.isnan(acc):
                 result.curve.append((point(step), acc))
