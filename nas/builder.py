@@ -3,6 +3,10 @@
 Module paths mirror spec paths: ``stages.1.attention`` is built from
 ``spec.stages[1].attention``, ``stages.0.blocks.2`` from the third block of stage 0, so
 ``state_dict`` keys are predictable and the exported code has the same ones.
+
+An image spec builds 2-D layers after a conv stem; a text spec builds a token embedding
+(``nn.Embedding(V, E, padding_idx=0)``, its (B, L, E) output transposed to (B, E, L)) and
+the 1-D twins of the same layers, under the same module paths.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from nas.spec import ArchSpec, AttentionSpec, StageSpec
 class Stage(nn.Module):
     """``depth`` blocks (the first changes the width), attention, then downsampling."""
 
-    def __init__(self, spec: StageSpec, cin: int, height: int, width: int) -> None:
+    def __init__(self, spec: StageSpec, cin: int, shape: tuple[int, ...]) -> None:
+        """``shape``: the map's (H, W), or the sequence's (L,), this stage runs on."""
         super().__init__()
+        dims = len(shape)
         make_block = layers.BLOCKS[spec.block]
         self.blocks = nn.Sequential(
             *(
@@ -28,6 +34,7 @@ class Stage(nn.Module):
                     spec.kernel,
                     spec.norm,
                     spec.activation,
+                    dims,
                 )
                 for j in range(spec.depth)
             )
@@ -35,10 +42,10 @@ class Stage(nn.Module):
         self.attention = (
             nn.Identity()
             if spec.attention is None
-            else build_attention(spec.attention, spec.width, height, width)
+            else build_attention(spec.attention, spec.width, shape)
         )
         self.downsample = layers.DOWNSAMPLES[spec.downsample](
-            spec.width, spec.norm, spec.activation
+            spec.width, spec.norm, spec.activation, dims
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,18 +58,22 @@ class Net(nn.Module):
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
         stem = spec.stem
-        self.stem = layers.ConvNormAct(
-            spec.input.channels,
-            stem.width,
-            stem.kernel,
-            stride=stem.stride,
-            norm=stem.norm,
-            activation=stem.activation,
-        )
+        self.stem: nn.Module
+        if spec.input.is_text:
+            self.stem = layers.TokenEmbedding(spec.input.vocab_size, stem.width)
+        else:
+            self.stem = layers.ConvNormAct(
+                spec.input.channels,
+                stem.width,
+                stem.kernel,
+                stride=stem.stride,
+                norm=stem.norm,
+                activation=stem.activation,
+            )
         stages = []
         cin = stem.width
-        for stage, (h, w) in zip(spec.stages, spec.resolutions(), strict=True):
-            stages.append(Stage(stage, cin, h, w))
+        for stage, shape in zip(spec.stages, spec.map_shapes(), strict=True):
+            stages.append(Stage(stage, cin, shape))
             cin = stage.width
         self.stages = nn.Sequential(*stages)
         self.global_pool = layers.GLOBAL_POOLS[spec.global_pool](cin)
@@ -80,9 +91,9 @@ class Net(nn.Module):
         return self.head(self.global_pool(self.stages(self.stem(x))))
 
 
-def build_attention(spec: AttentionSpec, channels: int, height: int, width: int) -> nn.Module:
-    """The attention module of ``spec`` on a ``channels``×height×width map."""
-    return layers.ATTENTIONS[spec.op](channels, height, width, spec)
+def build_attention(spec: AttentionSpec, channels: int, shape: tuple[int, ...]) -> nn.Module:
+    """The attention module of ``spec`` on ``channels`` × ``shape``: (H, W) or (L,)."""
+    return layers.ATTENTIONS[spec.op](channels, shape, spec)
 
 
 def build_model(spec: ArchSpec, seed: int | None = 0) -> Net:

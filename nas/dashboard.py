@@ -22,7 +22,6 @@ import errno
 import sys
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -30,7 +29,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 
 from nas.spec import ArchSpec, AttentionSpec
-from nas.study import StudyError, check_storage_url, make_storage
+from nas.study import StudyError, open_existing_storage
 
 DEFAULT_PORT = 8080
 
@@ -145,25 +144,6 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # one line per request drowns the URL; --debug shows them
 
 
-def open_existing(url: str) -> optuna.storages.BaseStorage:
-    """The storage at ``url``; refuse one that does not exist rather than create it."""
-    check_storage_url(url)
-    if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-    elif url.startswith("sqlite"):
-        from sqlalchemy.engine import make_url
-
-        database = make_url(url).database or ""
-        if database in ("", ":memory:"):
-            raise StudyError(f"storage {url!r}: an in-memory database has no studies to show")
-        path = Path(database)
-    else:
-        return make_storage(url)  # a server: connecting never creates the database
-    if not path.is_file():
-        raise StudyError(f"storage {url!r}: no such file {str(path)!r}")
-    return make_storage(url)
-
-
 def listen(app: Any, host: str, port: int | None, debug: bool) -> _Server:
     """Bind before printing the URL, so the URL printed is the one that answers."""
     handler = WSGIRequestHandler if debug else _QuietHandler
@@ -206,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.port is not None and not 0 <= args.port <= 65535:
             raise StudyError(f"--port must be in [0, 65535], got {args.port}")
-        storage = open_existing(args.storage)
+        storage = open_existing_storage(args.storage)
         import optuna_dashboard  # after the checks: it takes seconds to import
 
         # wsgi() takes a built storage: ours waits on SQLite locks held by the search's

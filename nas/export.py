@@ -10,6 +10,11 @@ retrains the architecture on the full training split for ``--epochs``, prints th
 accuracy and writes ``model.safetensors`` and ``model.onnx`` (checked with onnxruntime
 against PyTorch).
 
+A text network also gets ``vocab.json``, which its ``model.py``'s ``encode`` reads: the
+vocabulary is rebuilt from the dataset with the seed and columns the search recorded
+(study user attrs ``seed``, ``text_column``, ``label_column``), and must give exactly the
+embedding size and sequence length of the stored spec.
+
 The stored spec is data from a database anyone may have edited: it goes through
 ``ArchSpec`` validation only, and the trial's parameters are replayed through the
 study's space (``FixedTrial``) to check they still give that spec — a space edited since
@@ -37,6 +42,7 @@ from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
 from nas.codegen import render_code
 from nas.spec import ArchSpec, ArchSpecError
+from nas.text import Vocabulary, is_text_name
 
 
 class ExportError(ValueError):
@@ -150,7 +156,25 @@ def _differences(a: Any, b: Any, path: str = "spec") -> list[str]:
     return [] if a == b else [f"{path}: stored {a!r}, replayed {b!r}"]
 
 
-def check_replay(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec) -> None:
+def data_options(study: optuna.Study) -> dict[str, Any]:
+    """How the search loaded its dataset, as keyword arguments of ``load_data``/``task_for``.
+
+    Text: the seed and columns it recorded (a text task's vocabulary depends on them).
+    Images: none (their task does not depend on the seed).
+    """
+    attrs = study.user_attrs
+    if not is_text_name(attrs.get("dataset", "")):
+        return {}
+    return {
+        "seed": int(attrs.get("seed", 0)),
+        "text_column": str(attrs.get("text_column", "text")),
+        "label_column": str(attrs.get("label_column", "label")),
+    }
+
+
+def check_replay(
+    study: optuna.Study, trial: FrozenTrial, spec: ArchSpec, data_dir: str | None = None
+) -> None:
     """Replay the trial's params through its space; a different spec is an ``ExportError``."""
     from nas.data import task_for
     from nas.space import load_space
@@ -165,7 +189,8 @@ def check_replay(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec) -> Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FixedTrial warns about unused params
-            replayed = load_space(space).suggest(FixedTrial(trial.params), task_for(dataset))
+            task = task_for(dataset, data_dir=data_dir, **data_options(study))
+            replayed = load_space(space).suggest(FixedTrial(trial.params), task)
     except Exception as e:
         raise ExportError(
             f"trial {trial.number}'s params no longer replay through space {space!r} "
@@ -196,6 +221,27 @@ def _normalisation(study: optuna.Study, data_dir: str | None) -> tuple[tuple[flo
     return data.mean, data.std
 
 
+def vocabulary(study: optuna.Study, spec: ArchSpec, data_dir: str | None) -> Vocabulary:
+    """The text network's vocabulary, rebuilt as the search built it, checked against the spec."""
+    from nas.data import load_data
+
+    dataset = study.user_attrs.get("dataset")
+    if dataset is None or not is_text_name(dataset):
+        raise ExportError(
+            f"the spec is a text network but study {study.study_name!r} does not record a "
+            f"text dataset (dataset {dataset!r}), so there is no vocabulary to export"
+        )
+    vocab = load_data(dataset, data_dir=data_dir, **data_options(study)).vocab
+    assert vocab is not None  # a text dataset always has one
+    if (vocab.size, vocab.length) != (spec.input.vocab_size, spec.input.width):
+        raise ExportError(
+            f"the vocabulary rebuilt from {dataset} has {vocab.size} ids and length "
+            f"{vocab.length}, but the network embeds {spec.input.vocab_size} ids of length "
+            f"{spec.input.width}: the dataset changed since the study"
+        )
+    return vocab
+
+
 def _figures(trial: FrozenTrial) -> dict[str, Any]:
     a = trial.user_attrs
     return {
@@ -212,6 +258,16 @@ def _figures(trial: FrozenTrial) -> dict[str, Any]:
     }
 
 
+def _usage(spec: ArchSpec) -> str:
+    """The line that runs the exported model, for the docstring and the README."""
+    if spec.input.is_text:
+        return "logits = model(encode(texts))  # texts: a list of strings; vocab.json beside"
+    return (
+        "logits = model(preprocess(images))  # images: uint8 "
+        f"(B, {spec.input.channels}, {spec.input.height}, {spec.input.width})"
+    )
+
+
 def _docstring(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec) -> str:
     f = _figures(trial)
     acc = f"{f['val_accuracy']:.4f}" if f["val_accuracy"] is not None else "n/a"
@@ -221,18 +277,19 @@ def _docstring(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec) -> str:
         f"Validation accuracy {acc} after {f['epochs_trained']} epochs of search training; "
         f"latency {lat}\n"
         f"(batch {((f['latency_setting'] or {}).get('batch', '?'))}, {f['device']}); "
-        f"{f['params']:,} parameters, {f['flops'] / 1e6:.1f} MFLOPs per image.\n\n"
+        f"{f['params']:,} parameters, {f['flops'] / 1e6:.1f} MFLOPs per "
+        f"{'text' if spec.input.is_text else 'image'}.\n\n"
         "Needs only PyTorch. Load the weights written beside this file:\n\n"
         "    from safetensors.torch import load_file\n"
         "    model = Net().eval()\n"
         '    model.load_state_dict(load_file("model.safetensors"))\n'
-        "    logits = model(preprocess(images))  # images: uint8 (B, "
-        f"{spec.input.channels}, {spec.input.height}, {spec.input.width})"
+        f"    {_usage(spec)}"
     )
 
 
 def _readme(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec, test: float | None) -> str:
     f = _figures(trial)
+    text = spec.input.is_text
     rows = [
         ("structure", f"`{spec.summary()}`".replace("|", "\\|")),  # not a table cell
         (
@@ -246,16 +303,19 @@ def _readme(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec, test: float
             else "n/a",
         ),
         ("parameters", f"{f['params']:,}"),
-        ("FLOPs per image", f"{f['flops'] / 1e6:.1f} M"),
+        (f"FLOPs per {'text' if text else 'image'}", f"{f['flops'] / 1e6:.1f} M"),
     ]
     if test is not None:
         rows.append(("test accuracy (retrained, `model.safetensors`)", f"{test:.4f}"))
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     dataset = study.user_attrs.get("dataset", "?")
+    vocab_note = " `vocab.json` is the vocabulary `encode` reads." if text else ""
+    helper = "encode" if text else "preprocess"
+    onnx_input = "the `encode`d int64 token ids" if text else "the `preprocess`ed float tensor"
     return f"""# Trial {trial.number} of `{study.study_name}`
 
 Exported by `nas.export` from a search of space `{study.user_attrs.get("space", "?")}` on
-`{dataset}`. `model.py` needs only PyTorch; `spec.json` is the architecture as data.
+`{dataset}`. `model.py` needs only PyTorch; `spec.json` is the architecture as data.{vocab_note}
 
 | | |
 |---|---|
@@ -265,17 +325,17 @@ Exported by `nas.export` from a search of space `{study.user_attrs.get("space", 
 import torch
 from safetensors.torch import load_file
 
-from model import Net, preprocess
+from model import Net, {helper}
 
 model = Net().eval()
 model.load_state_dict(load_file("model.safetensors"))  # written with --weights
 with torch.inference_mode():
-    logits = model(preprocess(images))  # images: uint8 tensor (B, C, H, W)
+    {_usage(spec)}
 ```
 
 Without weights, `Net()` is the untrained architecture: train it with your own loop, or
 again with `python -m nas.export ... --trial {trial.number} --weights --epochs E`.
-`model.onnx` (with `--weights`) takes the `preprocess`ed float tensor, batch dynamic.
+`model.onnx` (with `--weights`) takes {onnx_input}, batch dynamic.
 """
 
 
@@ -287,7 +347,9 @@ def retrain(
     from nas.data import Split, load_data
     from nas.train import TrainConfig, evaluate, train
 
-    loaded = load_data(study.user_attrs["dataset"], device=device, seed=seed, data_dir=data_dir)
+    # A text dataset is split with the search's seed: its vocabulary is the network's.
+    options = {"seed": seed, **data_options(study)}
+    loaded = load_data(study.user_attrs["dataset"], device=device, data_dir=data_dir, **options)
     empty = Split(loaded.val.x[:0], loaded.val.y[:0])  # a retrain has no validation
     data = dataclasses.replace(loaded, train=loaded.full_train(), val=empty)
     model = build_model(spec, seed=seed).to(device)
@@ -309,14 +371,17 @@ def write_onnx(model: torch.nn.Module, spec: ArchSpec, path: Path) -> float:
     """``model.onnx`` with a dynamic batch; the largest difference from PyTorch's output."""
     import onnxruntime
 
-    x = torch.randn(2, spec.input.channels, spec.input.height, spec.input.width)
+    from nas.measure import make_input
+
+    x = make_input(spec.input, 2)  # float images or int64 token ids, as the spec says
+    name = "token_ids" if spec.input.is_text else "images"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
             (x,),
             str(path),
-            input_names=["images"],
+            input_names=[name],
             output_names=["logits"],
             dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}},
             dynamo=True,
@@ -324,10 +389,10 @@ def write_onnx(model: torch.nn.Module, spec: ArchSpec, path: Path) -> float:
             verbose=False,
         )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    probe = torch.randn(3, *x.shape[1:])
+    probe = make_input(spec.input, 3)
     with torch.inference_mode():
         expected = model(probe).numpy()
-    got = session.run(None, {"images": probe.numpy()})[0]
+    got = session.run(None, {name: probe.numpy()})[0]
     diff = float(abs(got - expected).max())
     if not diff <= 1e-3 * max(1.0, float(abs(expected).max())):
         raise ExportError(f"model.onnx disagrees with PyTorch: max difference {diff:.3g}")
@@ -335,25 +400,20 @@ def write_onnx(model: torch.nn.Module, spec: ArchSpec, path: Path) -> float:
 
 
 def export(args: argparse.Namespace) -> Path:
-    from nas.study import StudyError, check_storage_url, make_storage
+    from nas.study import load_existing_study
 
-    check_storage_url(args.storage)
-    if args.storage.startswith("sqlite:///") and not Path(args.storage[10:]).exists():
-        raise ExportError(f"--storage {args.storage}: no such database file")
-    storage = make_storage(args.storage)
-    try:
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise StudyError(
-            f"no study {args.study_name!r} in {args.storage}; studies there: "
-            + (", ".join(names) or "none")
-        ) from None
+    study = load_existing_study(args.storage, args.study_name)
     trial = choose_trial(study, args.trial, args.best, args.pick)
     spec = stored_spec(trial)
     if not args.trust_stored_spec:
-        check_replay(study, trial, spec)
-    mean, std = _normalisation(study, args.data_dir)
+        check_replay(study, trial, spec, args.data_dir)
+    vocab = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    if spec.input.is_text:
+        vocab = vocabulary(study, spec, args.data_dir)
+    else:
+        mean, std = _normalisation(study, args.data_dir)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -363,6 +423,8 @@ def export(args: argparse.Namespace) -> Path:
             render_code(spec, docstring=_docstring(study, trial, spec), mean=mean, std=std)
         )
         (staging / "spec.json").write_text(spec.to_json(indent=2) + "\n")
+        if vocab is not None:
+            vocab.save(staging / "vocab.json")
         test = None
         if args.weights:
             from safetensors.torch import save_file

@@ -6,6 +6,11 @@ copy their source into a standalone ``model.py`` verbatim.
 
 The attention family is written once over N positions (``attend``): a 2-D feature
 map is N = H·W positions, a sequence is N positions.
+
+Every layer serves images and sequences: a factory or class takes ``dims`` (2 for
+(B, C, H, W) maps, 1 for (B, C, L) sequences) or a map ``shape`` ((H, W) or (L,)) and picks
+Conv2d or Conv1d, BatchNorm2d or BatchNorm1d and so on; the module names inside stay the
+same, so an image model's ``state_dict`` keys do not depend on this.
 """
 
 from __future__ import annotations
@@ -65,10 +70,20 @@ def _group_norm(channels: int) -> nn.Module:
     return nn.GroupNorm(math.gcd(channels, 8), channels)
 
 
-NORMS: Registry[Callable[[int], nn.Module]] = Registry("norm")
-NORMS.register("batch", nn.BatchNorm2d)
-NORMS.register("group", _group_norm)
-NORMS.register("none", lambda channels: nn.Identity())
+# The 1-D and 2-D versions of the torch layers below, by the number of spatial dims.
+CONV: dict[int, type[nn.Conv1d] | type[nn.Conv2d]] = {1: nn.Conv1d, 2: nn.Conv2d}
+BATCH_NORM: dict[int, type[nn.BatchNorm1d] | type[nn.BatchNorm2d]] = {
+    1: nn.BatchNorm1d,
+    2: nn.BatchNorm2d,
+}
+MAX_POOL: dict[int, type[nn.MaxPool1d] | type[nn.MaxPool2d]] = {1: nn.MaxPool1d, 2: nn.MaxPool2d}
+AVG_POOL: dict[int, type[nn.AvgPool1d] | type[nn.AvgPool2d]] = {1: nn.AvgPool1d, 2: nn.AvgPool2d}
+
+# Norm factories take (channels, dims).
+NORMS: Registry[Callable[[int, int], nn.Module]] = Registry("norm")
+NORMS.register("batch", lambda channels, dims: BATCH_NORM[dims](channels))
+NORMS.register("group", lambda channels, dims: _group_norm(channels))  # any dims
+NORMS.register("none", lambda channels, dims: nn.Identity())
 
 
 class ConvNormAct(nn.Sequential):
@@ -84,10 +99,12 @@ class ConvNormAct(nn.Sequential):
         groups: int = 1,
         norm: str = "batch",
         activation: str | None = "relu",
+        dims: int = 2,
     ) -> None:
+        conv = CONV[dims]
         super().__init__(
-            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=norm == "none"),
-            NORMS[norm](cout),
+            conv(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=norm == "none"),
+            NORMS[norm](cout, dims),
             ACTIVATIONS[activation]() if activation else nn.Identity(),
         )
 
@@ -98,9 +115,11 @@ class ConvNormAct(nn.Sequential):
 class PlainBlock(nn.Module):
     """One conv → norm → activation, as in VGG."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, norm: str, activation: str) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int, norm: str, activation: str, dims: int = 2
+    ) -> None:
         super().__init__()
-        self.conv = ConvNormAct(cin, cout, kernel, norm=norm, activation=activation)
+        self.conv = ConvNormAct(cin, cout, kernel, norm=norm, activation=activation, dims=dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -109,12 +128,16 @@ class PlainBlock(nn.Module):
 class ResidualBlock(nn.Module):
     """ResNet basic block: two k×k convs and a skip (a 1×1 projection when widths differ)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, norm: str, activation: str) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int, norm: str, activation: str, dims: int = 2
+    ) -> None:
         super().__init__()
-        self.conv1 = ConvNormAct(cin, cout, kernel, norm=norm, activation=activation)
-        self.conv2 = ConvNormAct(cout, cout, kernel, norm=norm, activation=None)
+        self.conv1 = ConvNormAct(cin, cout, kernel, norm=norm, activation=activation, dims=dims)
+        self.conv2 = ConvNormAct(cout, cout, kernel, norm=norm, activation=None, dims=dims)
         self.skip = (
-            nn.Identity() if cin == cout else ConvNormAct(cin, cout, 1, norm=norm, activation=None)
+            nn.Identity()
+            if cin == cout
+            else ConvNormAct(cin, cout, 1, norm=norm, activation=None, dims=dims)
         )
         self.act = ACTIVATIONS[activation]()
 
@@ -125,10 +148,14 @@ class ResidualBlock(nn.Module):
 class SeparableBlock(nn.Module):
     """Depthwise k×k then pointwise 1×1 (MobileNet): cheap in FLOPs; a skip when widths match."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, norm: str, activation: str) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int, norm: str, activation: str, dims: int = 2
+    ) -> None:
         super().__init__()
-        self.depthwise = ConvNormAct(cin, cin, kernel, groups=cin, norm=norm, activation=activation)
-        self.pointwise = ConvNormAct(cin, cout, 1, norm=norm, activation=activation)
+        self.depthwise = ConvNormAct(
+            cin, cin, kernel, groups=cin, norm=norm, activation=activation, dims=dims
+        )
+        self.pointwise = ConvNormAct(cin, cout, 1, norm=norm, activation=activation, dims=dims)
         self.residual = cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,7 +163,8 @@ class SeparableBlock(nn.Module):
         return x + y if self.residual else y
 
 
-BLOCKS: Registry[Callable[[int, int, int, str, str], nn.Module]] = Registry("block")
+# Block factories take (cin, cout, kernel, norm, activation, dims).
+BLOCKS: Registry[Callable[[int, int, int, str, str, int], nn.Module]] = Registry("block")
 BLOCKS.register("plain", PlainBlock)
 BLOCKS.register("residual", ResidualBlock)
 BLOCKS.register("separable", SeparableBlock)
@@ -179,22 +207,37 @@ def attend(
     raise ValueError(f"unknown attention normalization {normalization!r}")
 
 
-def relative_position_index(height: int, width: int) -> torch.Tensor:
-    """(N, N) index into a ((2H−1)(2W−1))-entry table of relative offsets (Swin-style)."""
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, N)
-    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N)
-    return (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
+def relative_position_index(*sizes: int) -> torch.Tensor:
+    """(N, N) index into a table of the relative offsets of N = ∏ sizes positions.
+
+    Swin-style: an offset along a side of size s is one of 2s − 1 values, so a sequence
+    (L,) has a (2L − 1)-entry table and an H×W map a (2H − 1)(2W − 1)-entry one. A 1×L map
+    and an L sequence get the same index.
+    """
+    grids = torch.meshgrid(*(torch.arange(s) for s in sizes), indexing="ij")
+    coords = torch.stack([g.flatten() for g in grids])  # (dims, N)
+    rel = coords[:, :, None] - coords[:, None, :]  # (dims, N, N)
+    index = torch.zeros_like(rel[0])
+    for axis, size in enumerate(sizes):  # mixed radix: the last side varies fastest
+        index = index * (2 * size - 1) + rel[axis] + size - 1
+    return index
 
 
-class SelfAttention2d(nn.Module):
-    """Multi-head self-attention over the H·W positions of a feature map.
+def relative_table_size(shape: tuple[int, ...]) -> int:
+    """Entries of the relative-offset table of a map of ``shape``."""
+    return math.prod(2 * s - 1 for s in shape)
 
-    Q, K and V come from k×k convolutions (k = 1: the usual linear projections; k > 1:
-    MANet's convolutional self-attention). With ``pool_stride`` s > 1 keys and values
-    come from an s×s average-pooled map (MANet's pooling self-attention), so the N×N
-    score matrix shrinks to N×N/s². The result joins the input through a per-channel
-    gate initialised to zero: an inserted attention block starts as the identity.
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the N positions of a feature map or sequence.
+
+    ``shape`` is the map's (H, W) (N = H·W, 2-D convs) or the sequence's (L,) (N = L,
+    1-D convs). Q, K and V come from k×k (k-wide) convolutions (k = 1: the usual linear
+    projections; k > 1: MANet's convolutional self-attention). With ``pool_stride`` s > 1
+    keys and values come from an s×s (s-wide) average-pooled map (MANet's pooling
+    self-attention), so the N×N score matrix shrinks to N×N/s² (N×N/s). The result joins
+    the input through a per-channel gate initialised to zero: an inserted attention block
+    starts as the identity.
     """
 
     rel_index: torch.Tensor  # a buffer, with relbias
@@ -205,54 +248,56 @@ class SelfAttention2d(nn.Module):
         heads: int,
         head_dim: int,
         normalization: str,
-        height: int,
-        width: int,
+        shape: tuple[int, ...],
         *,
         kernel: int = 1,
         pool_stride: int = 1,
         position: str = "none",
     ) -> None:
         super().__init__()
+        dims = len(shape)
+        conv = CONV[dims]
         inner = heads * head_dim
         self.heads = heads
         self.normalization = normalization
         self.pool_stride = pool_stride
-        self.q = nn.Conv2d(channels, inner, kernel, padding=kernel // 2)
-        self.k = nn.Conv2d(channels, inner, kernel, padding=kernel // 2)
-        self.v = nn.Conv2d(channels, inner, kernel, padding=kernel // 2)
-        self.out = nn.Conv2d(inner, channels, 1)
-        self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.q = conv(channels, inner, kernel, padding=kernel // 2)
+        self.k = conv(channels, inner, kernel, padding=kernel // 2)
+        self.v = conv(channels, inner, kernel, padding=kernel // 2)
+        self.out = conv(inner, channels, 1)
+        self.gate = nn.Parameter(torch.zeros(1, channels, *(1,) * dims))
         self.position = position
         if position == "learned":
-            self.pos = nn.Parameter(torch.randn(1, channels, height, width) * 0.02)
+            self.pos = nn.Parameter(torch.randn(1, channels, *shape) * 0.02)
         elif position == "relbias":
-            self.rel_table = nn.Parameter(torch.zeros(heads, (2 * height - 1) * (2 * width - 1)))
-            self.register_buffer(
-                "rel_index", relative_position_index(height, width), persistent=False
-            )
+            self.rel_table = nn.Parameter(torch.zeros(heads, relative_table_size(shape)))
+            self.register_buffer("rel_index", relative_position_index(*shape), persistent=False)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        # (B, h·d, H, W) -> (B, h, N, d)
-        b, _, hh, ww = t.shape
-        return t.reshape(b, self.heads, -1, hh * ww).transpose(-2, -1)
+        # (B, h·d, *map) -> (B, h, N, d)
+        t = t.flatten(2)
+        return t.reshape(t.shape[0], self.heads, -1, t.shape[-1]).transpose(-2, -1)
+
+    def _pool(self, t: torch.Tensor) -> torch.Tensor:
+        pool = F.avg_pool1d if t.dim() == 3 else F.avg_pool2d
+        return pool(t, self.pool_stride, ceil_mode=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
+        b, _, *shape = x.shape
         xq = x + self.pos if self.position == "learned" else x
         xk = xq
         xv = x
         if self.pool_stride > 1:
-            xk = F.avg_pool2d(xk, self.pool_stride, ceil_mode=True)
-            xv = F.avg_pool2d(xv, self.pool_stride, ceil_mode=True)
+            xk, xv = self._pool(xk), self._pool(xv)
         bias = None
         if self.position == "relbias":
-            n = h * w
+            n = math.prod(shape)
             bias = self.rel_table[:, self.rel_index.reshape(-1)].reshape(self.heads, n, n)
         q, k, v = self._heads(self.q(xq)), self._heads(self.k(xk)), self._heads(self.v(xv))
         if bias is not None:
             bias = bias.to(q.dtype)  # autocast makes q bf16; the table stays fp32
         y = attend(q, k, v, self.normalization, bias)  # (B, h, N, d)
-        y = y.transpose(-2, -1).reshape(b, -1, h, w)
+        y = y.transpose(-2, -1).reshape(b, -1, *shape)
         return x + self.gate * self.out(y)
 
 
@@ -263,15 +308,16 @@ class ChannelAttention(nn.Module):
     it leaves a network's function unchanged at first.
     """
 
-    def __init__(self, channels: int, reduction: int) -> None:
+    def __init__(self, channels: int, reduction: int, dims: int = 2) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
-        self.fc1 = nn.Conv2d(channels, hidden, 1)
-        self.fc2 = nn.Conv2d(hidden, channels, 1)
-        self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.fc1 = CONV[dims](channels, hidden, 1)
+        self.fc2 = CONV[dims](hidden, channels, 1)
+        self.gate = nn.Parameter(torch.zeros(1, channels, *(1,) * dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
+        means = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)  # (B, C, 1[, 1])
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(means))))
         return x + self.gate * (x * s)
 
 
@@ -294,28 +340,30 @@ class AttentionArgs(Protocol):
     def reduction(self) -> int: ...
 
 
-def _self_attention(channels: int, height: int, width: int, a: AttentionArgs) -> nn.Module:
+def _self_attention(channels: int, shape: tuple[int, ...], a: AttentionArgs) -> nn.Module:
     # The MANet modules are this attention with softmax weights and conv or pooled keys.
     normalization = a.op if a.op in NORMALIZATIONS else "softmax"
-    return SelfAttention2d(
+    return SelfAttention(
         channels,
         a.heads,
         a.head_dim or channels // a.heads,
         normalization,
-        height,
-        width,
+        shape,
         kernel=a.kernel,
         pool_stride=a.pool_stride,
         position=a.position,
     )
 
 
-def _channel_attention(channels: int, height: int, width: int, a: AttentionArgs) -> nn.Module:
-    return ChannelAttention(channels, a.reduction)
+def _channel_attention(channels: int, shape: tuple[int, ...], a: AttentionArgs) -> nn.Module:
+    return ChannelAttention(channels, a.reduction, len(shape))
 
 
-# Factories take (channels, height, width, args); height and width are the feature map's.
-ATTENTIONS: Registry[Callable[[int, int, int, AttentionArgs], nn.Module]] = Registry("attention")
+# Factories take (channels, shape, args); shape is the feature map's (H, W) or the
+# sequence's (L,).
+ATTENTIONS: Registry[Callable[[int, tuple[int, ...], AttentionArgs], nn.Module]] = Registry(
+    "attention"
+)
 for _name in (*NORMALIZATIONS, "manet_conv", "manet_pool"):
     ATTENTIONS.register(_name, _self_attention)
 ATTENTIONS.register("channel", _channel_attention)
@@ -324,50 +372,67 @@ ATTENTIONS.register("channel", _channel_attention)
 # --------------------------------------------------------------------------- pooling
 
 
-class AttentionPool2d(nn.Module):
-    """2×2 stride-2 downsampling by softmax-weighted averaging in each window.
+class AttentionPool(nn.Module):
+    """Stride-2 downsampling by softmax-weighted averaging in each 2×2 (2-wide) window.
 
     A 1×1 conv scores every position per channel; each output is the softmax-weighted
-    mean of its 2×2 window (local importance pooling). Odd sizes round up, as
-    ``ceil_mode`` pooling does: missing positions get −inf scores and zero weight.
+    mean of its window (local importance pooling). Odd sizes round up, as ``ceil_mode``
+    pooling does: missing positions get −inf scores and zero weight.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, dims: int = 2) -> None:
         super().__init__()
-        self.score = nn.Conv2d(channels, channels, 1)
+        self.score = CONV[dims](channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
         logits = self.score(x)
-        ph, pw = h % 2, w % 2
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
-            logits = F.pad(logits, (0, pw, 0, ph), value=float("-inf"))
-        h2, w2 = (h + ph) // 2, (w + pw) // 2
-        x = x.reshape(b, c, h2, 2, w2, 2).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h2, w2, 4)
-        logits = logits.reshape(b, c, h2, 2, w2, 2).permute(0, 1, 2, 4, 3, 5)
-        weights = logits.reshape(b, c, h2, w2, 4).softmax(dim=-1)
-        return (x * weights).sum(dim=-1)
+        # F.pad lists the last side first: (0, pad of the last side, 0, pad of the one before)
+        pad = [p for side in reversed(x.shape[2:]) for p in (0, side % 2)]
+        if any(pad):
+            x = F.pad(x, pad)
+            logits = F.pad(logits, pad, value=float("-inf"))
+        weights = _windows(logits).softmax(dim=-1)
+        return (_windows(x) * weights).sum(dim=-1)
 
 
-DOWNSAMPLES: Registry[Callable[[int, str, str], nn.Module]] = Registry("downsample")
-DOWNSAMPLES.register("none", lambda channels, norm, activation: nn.Identity())
-DOWNSAMPLES.register("max", lambda channels, norm, activation: nn.MaxPool2d(2, 2, ceil_mode=True))
-DOWNSAMPLES.register("avg", lambda channels, norm, activation: nn.AvgPool2d(2, 2, ceil_mode=True))
+def _windows(t: torch.Tensor) -> torch.Tensor:
+    """(B, C, *sides), sides even → (B, C, *sides/2, 2^dims): each window's positions last."""
+    b, c, *sides = t.shape
+    dims = len(sides)
+    t = t.reshape(b, c, *(n for side in sides for n in (side // 2, 2)))
+    outer, inner = range(2, 2 + 2 * dims, 2), range(3, 3 + 2 * dims, 2)
+    return t.permute(0, 1, *outer, *inner).reshape(b, c, *(s // 2 for s in sides), 2**dims)
+
+
+# Downsample factories take (channels, norm, activation, dims).
+DOWNSAMPLES: Registry[Callable[[int, str, str, int], nn.Module]] = Registry("downsample")
+DOWNSAMPLES.register("none", lambda channels, norm, activation, dims: nn.Identity())
+DOWNSAMPLES.register(
+    "max", lambda channels, norm, activation, dims: MAX_POOL[dims](2, 2, ceil_mode=True)
+)
+DOWNSAMPLES.register(
+    "avg", lambda channels, norm, activation, dims: AVG_POOL[dims](2, 2, ceil_mode=True)
+)
 DOWNSAMPLES.register(
     "conv",
-    lambda channels, norm, activation: ConvNormAct(
-        channels, channels, 3, stride=2, norm=norm, activation=activation
+    lambda channels, norm, activation, dims: ConvNormAct(
+        channels, channels, 3, stride=2, norm=norm, activation=activation, dims=dims
     ),
 )
-DOWNSAMPLES.register("attention", lambda channels, norm, activation: AttentionPool2d(channels))
+DOWNSAMPLES.register(
+    "attention", lambda channels, norm, activation, dims: AttentionPool(channels, dims)
+)
+
+
+# Global pools flatten the map's positions first, so one module serves every dims.
 
 
 class AvgMaxPool(nn.Module):
     """Global average and max pooling, concatenated (2·C features)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+        tokens = x.flatten(2)  # (B, C, N)
+        return torch.cat([tokens.mean(-1), tokens.amax(-1)], dim=1)
 
 
 class AttentionGlobalPool(nn.Module):
@@ -386,18 +451,35 @@ class AttentionGlobalPool(nn.Module):
 
 class GlobalAvgPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
+        return x.flatten(2).mean(-1)
 
 
 class GlobalMaxPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.amax(dim=(2, 3))
+        return x.flatten(2).amax(-1)
 
 
-# Global pools map (B, C, H, W) to (B, features); the factory takes the channel count.
+# Global pools map (B, C, *map) to (B, features); the factory takes the channel count.
 GLOBAL_POOLS: Registry[Callable[[int], nn.Module]] = Registry("global pool")
 GLOBAL_POOLS.register("avg", lambda channels: GlobalAvgPool())
 GLOBAL_POOLS.register("max", lambda channels: GlobalMaxPool())
 GLOBAL_POOLS.register("avgmax", lambda channels: AvgMaxPool())
 GLOBAL_POOLS.register("attention", AttentionGlobalPool)
 GLOBAL_POOLS.register("flatten", lambda channels: nn.Flatten())
+
+
+# --------------------------------------------------------------------------- text
+
+
+class TokenEmbedding(nn.Embedding):
+    """The stem of a text network: (B, L) token ids → (B, E, L), channels first like a
+    conv's output, so the 1-D stages after it are the image stages' 1-D twins.
+
+    Id 0 pads: its vector is zero and gets no gradient.
+    """
+
+    def __init__(self, vocab_size: int, dim: int) -> None:
+        super().__init__(vocab_size, dim, padding_idx=0)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids).transpose(1, 2)

@@ -8,6 +8,10 @@ Throughput at a larger batch is the same call with another ``batch``.
 Every function here leaves the model as it found it: latency and memory are measured on a
 deep copy (so moving it to another device or memory format cannot touch the caller's),
 FLOPs on the model itself in eval mode, restored afterwards.
+
+What a model is fed is derived from its spec, never guessed: pass the spec's
+``InputSpec`` and a text network gets int64 token ids ``torch.randint(0, V, (batch, L))``,
+an image network float pixels; a bare shape tuple means float inputs of that shape.
 """
 
 from __future__ import annotations
@@ -28,8 +32,24 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
+from nas.spec import InputSpec
+
 Precision = Literal["fp32", "bf16"]
 MemoryFormat = Literal["contiguous", "channels_last"]
+
+
+# One example's input: the spec's InputSpec, or the shape of a float tensor.
+Inputs = InputSpec | tuple[int, ...]
+
+
+def make_input(inputs: Inputs, batch: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """A random batch of what the model takes: token ids below ``vocab_size`` for a text
+    ``InputSpec`` (every id, padding included, is a valid input), normal floats otherwise."""
+    if isinstance(inputs, InputSpec):
+        if inputs.is_text:
+            return torch.randint(0, inputs.vocab_size, (batch, *inputs.shape), device=device)
+        inputs = inputs.shape
+    return torch.randn((batch, *inputs), device=device)
 
 
 def count_params(model: nn.Module) -> int:
@@ -37,7 +57,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def count_flops(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> int:
+def count_flops(model: nn.Module, input_shape: Inputs, batch: int = 1) -> int:
     """FLOPs of one forward pass (multiply-add counted as 2) for ``batch`` inputs.
 
     Counted by PyTorch's own ``FlopCounterMode`` on a dry run in eval mode without
@@ -47,8 +67,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) 
     was_training = model.training
     model.eval()
     try:
-        device = _device_of(model)
-        x = torch.zeros((batch, *input_shape), device=device)
+        x = make_input(input_shape, batch, _device_of(model))  # the values do not matter
         counter = FlopCounterMode(display=False)
         with torch.inference_mode(), counter:
             model(x)
@@ -92,7 +111,7 @@ class Latency:
 
 def measure_latency(
     model: nn.Module,
-    input_shape: tuple[int, ...],
+    input_shape: Inputs,
     *,
     batch: int = 1,
     device: str | torch.device = "cpu",
@@ -102,7 +121,8 @@ def measure_latency(
     precision: Precision = "fp32",
     memory_format: MemoryFormat = "contiguous",
 ) -> Latency:
-    """Time a forward pass of ``model`` on a ``(batch, *input_shape)`` input.
+    """Time a forward pass of ``model`` on a batch of ``batch`` inputs (see
+    :func:`make_input`: token ids for a text ``InputSpec``, floats otherwise).
 
     The model is deep-copied, put on ``device`` in eval mode and run under
     ``torch.inference_mode()``; ``threads`` (default: the current torch setting) is set by
@@ -112,7 +132,7 @@ def measure_latency(
     dev = torch.device(device)
     n_threads = threads if threads is not None else torch.get_num_threads()
     net = _copy_to(model, dev, memory_format)
-    x = torch.randn((batch, *input_shape), device=dev)
+    x = make_input(input_shape, batch, dev)
     if memory_format == "channels_last" and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     autocast = (
@@ -180,7 +200,7 @@ class _PeakTensorBytes(TorchDispatchMode):
 
 def peak_memory(
     model: nn.Module,
-    input_shape: tuple[int, ...],
+    input_shape: Inputs,
     *,
     batch: int = 1,
     device: str | torch.device = "cpu",
@@ -199,7 +219,7 @@ def peak_memory(
     dev = torch.device(device)
     net = _copy_to(model, dev, "contiguous")
     net.train(train)
-    x = torch.randn((batch, *input_shape), device=dev)
+    x = make_input(input_shape, batch, dev)
     grad_mode = torch.enable_grad() if train else torch.inference_mode()
 
     def run() -> None:

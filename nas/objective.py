@@ -92,7 +92,8 @@ class Objective:
         trial.set_user_attr("device", self._fingerprint)
 
         model = build_model(spec, seed=seed)
-        shape = (spec.input.channels, spec.input.height, spec.input.width)
+        # The spec's input says what the model takes: float images or int64 token ids.
+        shape = spec.input
         params = count_params(model)
         flops = count_flops(model, shape)
         with measurement_lock():

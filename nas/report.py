@@ -35,12 +35,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
 
 from nas.objective import STEPS_PER_EPOCH
 from nas.search import counts, front_table
 from nas.spec import ATTENTION_FIELDS, ArchSpec
-from nas.study import StudyError, check_storage_url, make_storage
+from nas.study import StudyError, load_existing_study
 
 # "none": no attention layer anywhere in the network; then every op the spec knows.
 ATTENTION_OPS = ("none", *ATTENTION_FIELDS)
@@ -58,21 +57,7 @@ class Skip(Exception):
 
 def open_study(url: str, name: str) -> optuna.Study:
     """Load an existing study with at least one finished trial, or raise StudyError."""
-    check_storage_url(url)
-    # make_storage would create a missing SQLite file (and its folder): refuse first.
-    path = url.removeprefix("journal:") if url.startswith("journal:") else None
-    if url.startswith("sqlite"):
-        path = make_url(url).database
-    if path not in (None, ":memory:") and not Path(str(path)).is_file():
-        raise StudyError(f"storage {url!r}: no such file {path!r}")
-    with warnings.catch_warnings():  # "RetryHeartbeatStaleTrialCallback is experimental"
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = make_storage(url)
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        held = f"studies there: {', '.join(sorted(names))}" if names else "it holds no studies"
-        raise StudyError(f"no study {name!r} in {url}; {held}")
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = load_existing_study(url, name)
     if not any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
         raise StudyError(f"study {name!r} in {url} has no finished trials yet")
     return study

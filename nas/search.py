@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas import pruning
 from nas.data import DATASETS, load_data, task_for
 from nas.objective import STEPS_PER_EPOCH, Limits, Objective
-from nas.space import load_space
+from nas.space import check_task, default_space, load_space
 from nas.study import (
     OBJECTIVE_SETS,
     SAMPLERS,
@@ -44,11 +44,14 @@ from nas.study import (
     requeue,
     slot_lock,
 )
+from nas.task import Task
+from nas.text import is_text_name
 from nas.train import TrainConfig
 
-# Per-trial budget: chosen so that `python -m nas.search --trials 100` takes about half
-# an hour on a 2-core CPU with pruning (see README).
-DEFAULT_EPOCHS = 0.3
+# Per-trial budget. Measured: at 0.3 epochs, 25 trials (11 pruned) took 30 minutes on
+# this 2-core CPU while other jobs loaded it (load average ~2); half that budget aims at
+# `python -m nas.search --trials 100` in about an hour there, less on a quiet machine.
+DEFAULT_EPOCHS = 0.15
 BASELINES = ("seed_cnn", "resnet")
 
 
@@ -88,7 +91,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--trials", type=int, default=100, help="finished trials in the study (default 100)"
     )
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--space", default="attention_cnn", help="space name or .py path")
+    p.add_argument(
+        "--space",
+        help="space name or .py path (default: attention_cnn for images, manet_text for text)",
+    )
     p.add_argument(
         "--dataset", default="fashion_mnist", help=f"{', '.join(DATASETS)} or imagefolder:PATH"
     )
@@ -112,7 +118,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--objectives", default="accuracy,latency", help=" | ".join(OBJECTIVE_SETS))
     p.add_argument("--max-latency-ms", type=float, help="hard latency budget (not trained if over)")
     p.add_argument("--max-params", type=int, help="hard parameter budget")
-    p.add_argument("--max-flops", type=int, help="hard FLOP budget")
+    p.add_argument(
+        "--max-flops",
+        type=float,
+        help="hard FLOP budget per example (default for images: 100M up to 28×28 inputs, "
+        "128k per input pixel above, so that a brief search stays brief; 0: none)",
+    )
     p.add_argument(
         "--latency-device", default=None, help="where latency is measured (default: --device)"
     )
@@ -145,16 +156,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# Random attention_cnn samples on Fashion-MNIST: median 83 MFLOPs, but the quarter over
+# 200M held 72% of the compute (up to 2.2 GFLOPs: 20 minutes for 0.1 epoch here). Such
+# networks are neither fast nor needed for 28×28 inputs; capping them keeps a 100-trial
+# search within the hour. They are recorded as pruned with the reason, never trained.
+FLOPS_PER_PIXEL = 128_000
+
+
+def default_max_flops(given: float | None, task: Task) -> int | None:
+    """``--max-flops`` as given (0: no limit), else the per-pixel default for images."""
+    if given is not None:
+        return int(given) if given > 0 else None
+    if task.kind != "image":
+        return None
+    return FLOPS_PER_PIXEL * max(task.height * task.width, 28 * 28)
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """Validate everything before anything is written."""
     objectives = parse_objectives(args.objectives)
-    load_space(args.space)
-    task_for(
+    module = load_space(args.space) if args.space else None  # a typo fails before any reading
+    task = task_for(
         args.dataset,
         data_dir=args.data_dir,
+        seed=args.seed,  # a text task's vocabulary comes from the seed's training split
         text_column=args.text_column,
         label_column=args.label_column,
     )
+    space = args.space or default_space(task)
+    check_task(module or load_space(space), task, space)
+    if args.enqueue_baselines and task.kind != "image":
+        raise ValueError(
+            f"--enqueue-baselines: the hand designs ({', '.join(BASELINES)}) are image "
+            f"networks; {args.dataset!r} is a {task.kind} dataset"
+        )
     if args.trials < 1:
         raise ValueError(f"--trials must be at least 1, got {args.trials}")
     if not args.epochs > 0:
@@ -168,7 +203,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
-    space_name = Path(args.space).stem
+    space_name = Path(space).stem
     study_name = (
         args.study_name or f"{space_name}-{args.dataset.replace(':', '_').replace('/', '_')}"
     )
@@ -179,14 +214,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(
         trials=args.trials,
         timeout=args.timeout,
-        space=args.space,
+        space=space,
         dataset=args.dataset,
         data_dir=args.data_dir,
         epochs=args.epochs,
         storage=storage,
         study_name=study_name,
         objectives=objectives,
-        limits=Limits(args.max_latency_ms, args.max_params, args.max_flops),
+        limits=Limits(
+            args.max_latency_ms, args.max_params, default_max_flops(args.max_flops, task)
+        ),
         latency_device=args.latency_device or device,
         latency_batch=args.latency_batch,
         latency_threads=args.latency_threads,
@@ -209,9 +246,10 @@ def build_study(s: Settings, worker: int = 0) -> optuna.Study:
     # later (bench/pruning.py: pruning at the first rung lost the most accurate trial).
     warmup = round(STEPS_PER_EPOCH * s.epochs / 2)
     pruner = pruning.make_pruner(s.pruner, multi, n_warmup_steps=warmup)
+    text = is_text_name(s.dataset)
     # Workers starting together on a new database would race to create its tables.
     with slot_lock(s.storage, s.study_name):
-        return open_study(
+        study = open_study(
             make_storage(s.storage),
             s.study_name,
             s.objectives,
@@ -219,7 +257,19 @@ def build_study(s: Settings, worker: int = 0) -> optuna.Study:
             pruner,
             space=s.space,
             dataset=s.dataset,
+            # What a text model's vocabulary, hence its embedding, depends on: the export
+            # rebuilds vocab.json from them.
+            seed=s.seed if text else None,
+            text_column=s.text_column if text else None,
+            label_column=s.label_column if text else None,
         )
+        # A resumed run seeded like the first would draw the first run's random startup
+        # trials again: offset the seed by the trials already there (still reproducible).
+        if study.trials:
+            study.sampler = make_sampler(
+                s.sampler, s.seed + worker + 7919 * len(study.trials), multi
+            )
+        return study
 
 
 def run_worker(
@@ -244,7 +294,14 @@ def run_worker(
         data=data,
         objectives=s.objectives,
         # Evaluation batches of 256: 1024 maps of 28×28 attention scores took 22.8 GiB.
-        train_config=TrainConfig(epochs=s.epochs, report_every=s.epochs / 4, eval_batch_size=256),
+        train_config=TrainConfig(
+            epochs=s.epochs,
+            report_every=s.epochs / 4,
+            eval_batch_size=256,
+            # Rungs on 2,000 validation images, the end on all: scoring four rungs on the
+            # whole split cost more than 0.3 epochs of training on Fashion-MNIST.
+            rung_val_size=2000,
+        ),
         limits=s.limits,
         latency_device=s.latency_device,
         latency_batch=s.latency_batch,
@@ -397,6 +454,18 @@ def main(argv: list[str] | None = None) -> int:
         f"trials finished; {s.jobs} worker(s), {s.threads} thread(s) each, device {s.device}",
         file=sys.stderr,
     )
+    bounds = {
+        "latency ms": s.limits.max_latency_ms,
+        "params": s.limits.max_params,
+        "FLOPs": s.limits.max_flops,
+    }
+    if any(v is not None for v in bounds.values()):
+        shown = ", ".join(
+            f"{k} <= {v:g}" if k == "latency ms" else f"{k} <= {v:,.0f}"
+            for k, v in bounds.items()
+            if v is not None
+        )
+        print(f"limits (over them: pruned, not trained): {shown}", file=sys.stderr)
     progress = Progress(study, s.trials)
     try:
         if s.jobs == 1:

@@ -3,6 +3,10 @@
 python -m nas.space attention_cnn --describe
 python -m nas.space attention_cnn --sample 5 --seed 0
 python -m nas.space my_space.py --sample 200 --seed 0 --json
+
+A space module may declare ``TASK_KINDS`` (the task kinds it builds networks for; default
+``("image",)``) and ``EXAMPLE_TASK`` (the task this CLI describes and samples it on;
+default Fashion-MNIST's shape).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from nas.spec import ArchSpec
 from nas.task import FASHION_MNIST, Task
 
 Suggest = Callable[[optuna.Trial, Task], ArchSpec]
+
+# The space a search uses when none is named, by the dataset's task kind.
+DEFAULT_SPACES = {"image": "attention_cnn", "text": "manet_text"}
 
 
 class SpaceError(ValueError):
@@ -59,6 +66,30 @@ def load_space(name_or_path: str) -> ModuleType:
     if not callable(getattr(module, "suggest", None)):
         raise SpaceError(f"space {name_or_path!r} has no function suggest(trial, task)")
     return module
+
+
+def default_space(task: Task) -> str:
+    return DEFAULT_SPACES[task.kind]
+
+
+def check_task(module: ModuleType, task: Task, name: str) -> None:
+    """Refuse a space whose ``TASK_KINDS`` do not include the task's kind."""
+    kinds = tuple(getattr(module, "TASK_KINDS", ("image",)))
+    if task.kind not in kinds:
+        article = "an" if task.kind[0] in "aeiou" else "a"
+        raise SpaceError(
+            f"space {name!r} builds networks for {' and '.join(kinds)} tasks; "
+            f"{task.name!r} is {article} {task.kind} task (its default space is "
+            f"{default_space(task)})"
+        )
+
+
+def example_task(module: ModuleType) -> Task:
+    """The task to describe and sample a space on: its ``EXAMPLE_TASK``, else Fashion-MNIST."""
+    task = getattr(module, "EXAMPLE_TASK", FASHION_MNIST)
+    if not isinstance(task, Task):
+        raise SpaceError(f"EXAMPLE_TASK of space {module.__name__!r} must be a nas.task.Task")
+    return task
 
 
 def sample(
@@ -118,7 +149,7 @@ def _flops(spec: ArchSpec) -> int:
     from nas.measure import count_flops
 
     model = build_model(spec, seed=0)
-    return count_flops(model, (spec.input.channels, spec.input.height, spec.input.width))
+    return count_flops(model, spec.input)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    task = FASHION_MNIST  # the default task's shape; spaces read only its shape
     try:
-        suggest = cast(Suggest, load_space(args.space).suggest)
+        module = load_space(args.space)
+        suggest = cast(Suggest, module.suggest)
+        task = example_task(module)  # spaces read only its shape
         if args.sample is not None and args.sample < 1:
             raise SpaceError(f"--sample must be at least 1, got {args.sample}")
         if args.describe or args.sample is None:

@@ -10,8 +10,18 @@ data, never evaluated. Variants come from ``dataclasses.replace``.
 
 Layout of the network a spec describes::
 
-    input → stem conv → stages[0] → … → stages[-1] → global_pool → head → logits
+    input → stem → stages[0] → … → stages[-1] → global_pool → head → logits
     stage = blocks (depth × block, the first changes the width) → attention → downsample
+
+Images and text share the layout. An image input is ``channels × height × width``
+pixels and the stem is a conv. A text input is a sequence of ``L`` token ids, described
+as a 1×L map (``InputSpec(1, 1, L, kind="text", vocab_size=V)``) so that resolutions,
+downsampling (the length halves, rounding up; the height stays 1) and the attention
+memory budget are the same arithmetic; its stem is an embedding of ``stem.width``
+dimensions and its stages run 1-D layers over the L positions.
+
+Schema versions: 1 had no ``input.kind``/``input.vocab_size`` (every spec was an
+image); 2 added them. Version-1 dicts still load, as images.
 """
 
 from __future__ import annotations
@@ -22,11 +32,20 @@ import math
 import os
 import types
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from nas import layers
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from nas.task import Task
+
+SCHEMA_VERSION = 2
+# Versions from_dict reads; what each added is in the module docstring.
+READABLE_VERSIONS = (1, 2)
+INPUT_KINDS = ("image", "text")
+# Ids 0 and 1 pad and stand for unknown tokens: a vocabulary needs at least one word more.
+MIN_VOCAB_SIZE = 3
+MAX_VOCAB_SIZE = 2**22
 
 # Attention scores are O(N²) in memory. A spec whose score matrices would need more
 # than this many bytes per example (fp32) is refused at validation, not by an OOM
@@ -62,14 +81,45 @@ class ArchSpecError(ValueError):
 
 @dataclass(frozen=True)
 class InputSpec:
+    """What the network takes: ``channels × height × width`` images, or for
+    ``kind="text"`` a 1×1×L description of sequences of L token ids below ``vocab_size``.
+    """
+
     channels: int
     height: int
     width: int
+    kind: str = "image"
+    vocab_size: int = 0
+
+    @classmethod
+    def for_task(cls, task: Task) -> InputSpec:
+        """The input of a network for ``task`` (what the spaces build)."""
+        if task.kind == "text":
+            return cls(1, 1, task.length, kind="text", vocab_size=task.vocab_size)
+        return cls(task.channels, task.height, task.width)
+
+    @property
+    def is_text(self) -> bool:
+        return self.kind == "text"
+
+    @property
+    def dims(self) -> int:
+        """Spatial dimensions of the feature maps: 2 (images) or 1 (sequences)."""
+        return 1 if self.is_text else 2
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One example's tensor shape: ``(C, H, W)`` floats, or ``(L,)`` int64 token ids."""
+        return (self.width,) if self.is_text else (self.channels, self.height, self.width)
 
 
 @dataclass(frozen=True)
 class StemSpec:
-    """The first conv: input channels → ``width``, ``stride`` 1 or 2."""
+    """The first conv: input channels → ``width``, ``stride`` 1 or 2.
+
+    For a text input the stem is a token embedding of ``width`` dimensions; the other
+    fields have no meaning there and must stay at their defaults.
+    """
 
     width: int
     kernel: int = 3
@@ -135,7 +185,7 @@ class ArchSpec:
     # -- derived facts -------------------------------------------------------------
 
     def resolutions(self) -> list[tuple[int, int]]:
-        """(height, width) at which each stage's blocks and attention run."""
+        """(height, width) at which each stage's blocks and attention run (text: (1, L))."""
         h = math.ceil(self.input.height / self.stem.stride)
         w = math.ceil(self.input.width / self.stem.stride)
         out = []
@@ -150,6 +200,14 @@ class ArchSpec:
         if self.stages[-1].downsample != "none":
             h, w = math.ceil(h / 2), math.ceil(w / 2)
         return h, w
+
+    def map_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """A resolution as the layers take it: ``(H, W)`` for images, ``(L,)`` for text."""
+        return (width,) if self.input.is_text else (height, width)
+
+    def map_shapes(self) -> list[tuple[int, ...]]:
+        """Per stage, the shape of its feature map as the layers take it."""
+        return [self.map_shape(h, w) for h, w in self.resolutions()]
 
     def pooled_features(self) -> int:
         """Width of the global pool's output, the head's input."""
@@ -170,7 +228,10 @@ class ArchSpec:
 
     def summary(self) -> str:
         """One line a person can read: ``stem16 | residual32x2 softmax(2x16) ↓max | …``."""
-        parts = [f"stem{self.stem.width}" + ("/2" if self.stem.stride == 2 else "")]
+        if self.input.is_text:
+            parts = [f"embed{self.stem.width}"]
+        else:
+            parts = [f"stem{self.stem.width}" + ("/2" if self.stem.stride == 2 else "")]
         for stage in self.stages:
             text = f"{stage.block}{stage.width}x{stage.depth}"
             if stage.kernel != 3:
@@ -201,8 +262,16 @@ class ArchSpec:
             raise ArchSpecError("spec", f"must be a JSON object, got {type(data).__name__}")
         body = dict(data)
         version = body.pop("schema_version", None)
-        if version != SCHEMA_VERSION:
-            raise ArchSpecError("schema_version", f"must be {SCHEMA_VERSION}, got {version!r}")
+        if type(version) is not int or version not in READABLE_VERSIONS:
+            known = " or ".join(map(str, READABLE_VERSIONS))
+            raise ArchSpecError("schema_version", f"must be {known}, got {version!r}")
+        if version == 1 and isinstance(body.get("input"), dict):
+            # Version 1 knew only images: a kind in a v1 dict is an edit, not data.
+            for key in ("kind", "vocab_size"):
+                if key in body["input"]:
+                    raise ArchSpecError(
+                        f"input.{key}", "is not a key of schema version 1 (images only)"
+                    )
         spec = _parse(cls, body, "")
         assert isinstance(spec, ArchSpec)
         return spec
@@ -271,16 +340,25 @@ def _choice(path: str, value: object, choices: tuple[Any, ...] | layers.Registry
 
 
 def _validate(spec: ArchSpec) -> None:
-    _int("input.channels", spec.input.channels, 1, 64)
-    _int("input.height", spec.input.height, 1, 4096)
-    _int("input.width", spec.input.width, 1, 4096)
-
+    _validate_input(spec.input)
     stem = spec.stem
     _int("stem.width", stem.width, 1, 1024)
     _choice("stem.kernel", stem.kernel, KERNELS)
     _choice("stem.stride", stem.stride, (1, 2))
     _choice("stem.norm", stem.norm, layers.NORMS)
     _choice("stem.activation", stem.activation, layers.ACTIVATIONS)
+    if spec.input.is_text:
+        # The stem of a text network is an embedding: one network, one spec, so the conv
+        # fields it does not read stay at their defaults.
+        defaults = StemSpec(stem.width)
+        for name in ("kernel", "stride", "norm", "activation"):
+            value, default = getattr(stem, name), getattr(defaults, name)
+            if value != default:
+                raise _fail(
+                    f"stem.{name}",
+                    f"is not used by a text stem (a token embedding) and must stay "
+                    f"{default!r}, got {value!r}",
+                )
 
     if not isinstance(spec.stages, tuple) or not 1 <= len(spec.stages) <= 8:
         raise _fail("stages", f"must be a tuple of 1 to 8 stages, got {spec.stages!r}")
@@ -291,7 +369,7 @@ def _validate(spec: ArchSpec) -> None:
             raise _fail(f"stages[{i}]", f"must be a StageSpec, got {stage!r}")
         _choice(f"stages[{i}].downsample", stage.downsample, layers.DOWNSAMPLES)
     for i, (stage, (h, w)) in enumerate(zip(spec.stages, spec.resolutions(), strict=True)):
-        _validate_stage(f"stages[{i}]", stage, h, w, budget)
+        _validate_stage(f"stages[{i}]", stage, h, w, spec.input.dims, budget)
 
     _choice("global_pool", spec.global_pool, layers.GLOBAL_POOLS)
     if spec.global_pool == "flatten" and spec.pooled_features() > 2**20:
@@ -311,24 +389,52 @@ def _validate(spec: ArchSpec) -> None:
     _int("classes", spec.classes, 2, 100_000)
 
 
-def _validate_stage(path: str, stage: StageSpec, h: int, w: int, budget: int) -> None:
+def _validate_input(inp: InputSpec) -> None:
+    _choice("input.kind", inp.kind, INPUT_KINDS)
+    if inp.kind == "image":
+        _int("input.channels", inp.channels, 1, 64)
+        _int("input.height", inp.height, 1, 4096)
+        _int("input.width", inp.width, 1, 4096)
+        if inp.vocab_size != 0:
+            raise _fail(
+                "input.vocab_size",
+                f"applies to text inputs only and must stay 0, got {inp.vocab_size!r}",
+            )
+        return
+    for name in ("channels", "height"):
+        if getattr(inp, name) != 1:
+            raise _fail(
+                f"input.{name}",
+                f"must be 1 for a text input (a sequence is a 1×L map), got {getattr(inp, name)!r}",
+            )
+    _int("input.width", inp.width, 1, 4096)  # the sequence length L
+    _int("input.vocab_size", inp.vocab_size, MIN_VOCAB_SIZE, MAX_VOCAB_SIZE)
+
+
+def _smallest_side(h: int, w: int, dims: int) -> int:
+    """The side a 2-wide window must fit in: a sequence has only its length."""
+    return w if dims == 1 else min(h, w)
+
+
+def _validate_stage(path: str, stage: StageSpec, h: int, w: int, dims: int, budget: int) -> None:
     _choice(f"{path}.block", stage.block, layers.BLOCKS)
     _int(f"{path}.width", stage.width, 1, 2048)
     _int(f"{path}.depth", stage.depth, 1, 16)
     _choice(f"{path}.kernel", stage.kernel, KERNELS)
     _choice(f"{path}.activation", stage.activation, layers.ACTIVATIONS)
     _choice(f"{path}.norm", stage.norm, layers.NORMS)
-    if stage.downsample != "none" and min(h, w) < 2:
-        raise _fail(
-            f"{path}.downsample",
-            f"{stage.downsample!r} needs a feature map of at least 2×2, got {h}×{w}",
+    if stage.downsample != "none" and _smallest_side(h, w, dims) < 2:
+        needs = (
+            "a sequence of at least 2 positions" if dims == 1 else "a feature map of at least 2×2"
         )
+        got = f"{w}" if dims == 1 else f"{h}×{w}"
+        raise _fail(f"{path}.downsample", f"{stage.downsample!r} needs {needs}, got {got}")
     if stage.attention is not None:
-        _validate_attention(f"{path}.attention", stage.attention, stage.width, h, w, budget)
+        _validate_attention(f"{path}.attention", stage.attention, stage.width, h, w, dims, budget)
 
 
 def _validate_attention(
-    path: str, a: AttentionSpec, width: int, h: int, w: int, budget: int
+    path: str, a: AttentionSpec, width: int, h: int, w: int, dims: int, budget: int
 ) -> None:
     if not isinstance(a, AttentionSpec):
         raise _fail(path, f"must be an AttentionSpec or None, got {a!r}")
@@ -356,11 +462,9 @@ def _validate_attention(
         _choice(f"{path}.kernel", a.kernel, (3, 5, 7))
     if a.op == "manet_pool":
         _int(f"{path}.pool_stride", a.pool_stride, 2, 64)
-        if a.pool_stride > min(h, w):
-            raise _fail(
-                f"{path}.pool_stride",
-                f"must not exceed the {h}×{w} feature map, got {a.pool_stride}",
-            )
+        if a.pool_stride > _smallest_side(h, w, dims):
+            where = f"sequence of {w} positions" if dims == 1 else f"{h}×{w} feature map"
+            raise _fail(f"{path}.pool_stride", f"must not exceed the {where}, got {a.pool_stride}")
         if a.position == "relbias":
             raise _fail(
                 f"{path}.position",

@@ -114,6 +114,35 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
             raise StudyError(f"cannot open storage {url!r}: {e.__class__.__name__}: {e}") from None
 
 
+def open_existing_storage(url: str) -> optuna.storages.BaseStorage:
+    """The storage at ``url`` for reading; one that does not exist is refused, not created."""
+    check_storage_url(url)
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+    elif url.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database or ""
+        if database in ("", ":memory:"):
+            raise StudyError(f"storage {url!r}: an in-memory database holds no studies")
+        path = Path(database)
+    else:
+        return make_storage(url)  # a server: connecting never creates the database
+    if not path.is_file():
+        raise StudyError(f"storage {url!r}: no such file {str(path)!r}")
+    return make_storage(url)
+
+
+def load_existing_study(url: str, name: str) -> optuna.Study:
+    """Study ``name`` at ``url``; an unknown name is a ``StudyError`` listing those there."""
+    storage = open_existing_storage(url)
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        held = f"studies there: {', '.join(sorted(names))}" if names else "it holds no studies"
+        raise StudyError(f"no study {name!r} in {url}; {held}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
 def make_sampler(name: str, seed: int | None, multi_objective: bool) -> optuna.samplers.BaseSampler:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -153,7 +182,10 @@ def pending_count(study: optuna.Study) -> int:
 
 
 def _lock_path(name: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"nas-{os.getuid()}-{name}.lock"
+    # Machine-wide by default; NAS_LOCK_DIR gives a group of processes (a test session)
+    # locks of their own.
+    folder = os.environ.get("NAS_LOCK_DIR") or tempfile.gettempdir()
+    return Path(folder) / f"nas-{os.getuid()}-{name}.lock"
 
 
 @contextlib.contextmanager
@@ -227,12 +259,19 @@ def open_study(
     pruner: optuna.pruners.BasePruner,
     space: str | None = None,
     dataset: str | None = None,
+    seed: int | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
 ) -> optuna.Study:
     """Create the study, or load it if it exists with the same objectives, space and dataset.
 
     The three are stored as study user attrs: the report and the export read them (the
     export replays a trial's params through ``space``; ``--weights`` retrains on
     ``dataset``), and a study mixing spaces or datasets could not be compared or replayed.
+
+    ``seed``, ``text_column`` and ``label_column`` (given for text datasets) are stored and
+    checked the same way: a text model's vocabulary comes from the training split the
+    seed carves from those columns, and the export rebuilds ``vocab.json`` from them.
     """
     directions = [OBJECTIVES[o] for o in objectives]
     study = optuna.create_study(
@@ -243,7 +282,14 @@ def open_study(
         pruner=pruner,
         load_if_exists=True,
     )
-    given = {"objectives": ",".join(objectives), "space": space, "dataset": dataset}
+    given = {
+        "objectives": ",".join(objectives),
+        "space": space,
+        "dataset": dataset,
+        "seed": seed,
+        "text_column": text_column,
+        "label_column": label_column,
+    }
     for key, value in given.items():
         if value is None:
             continue
@@ -254,8 +300,8 @@ def open_study(
             study.set_user_attr(key, value)
         elif stored != value:
             raise StudyError(
-                f"study {study_name!r} was created with --{key} {stored}, got {value}; "
-                "use another --study-name"
+                f"study {study_name!r} was created with --{key.replace('_', '-')} {stored}, "
+                f"got {value}; use another --study-name"
             )
     return study
 

@@ -1,5 +1,9 @@
 """Rules shared by the spaces: documented mappings from any sampled combination to a
-valid spec, so no space needs a rejection loop."""
+valid spec, so no space needs a rejection loop.
+
+The map rules take a feature map's ``height, width`` or a sequence's ``length`` (a text
+network's map, see ``nas.spec``): ``*shape`` is either.
+"""
 
 from __future__ import annotations
 
@@ -32,29 +36,38 @@ def resolution(task: Task, stride: int) -> tuple[int, int]:
     return math.ceil(task.height / stride), math.ceil(task.width / stride)
 
 
-def downsample_rule(op: str, height: int, width: int) -> str:
-    """A map smaller than 2×2 cannot be halved: its downsample becomes ``none``."""
-    return op if min(height, width) >= 2 else "none"
+def downsample_rule(op: str, *shape: int) -> str:
+    """A map smaller than 2×2 (a sequence shorter than 2) cannot be halved: its
+    downsample becomes ``none``."""
+    return op if min(shape) >= 2 else "none"
 
 
-def after_downsample(op: str, height: int, width: int) -> tuple[int, int]:
-    return (height, width) if op == "none" else (math.ceil(height / 2), math.ceil(width / 2))
+def after_downsample(op: str, *shape: int) -> tuple[int, ...]:
+    return shape if op == "none" else tuple(math.ceil(s / 2) for s in shape)
 
 
-def fit_attention(a: AttentionSpec, height: int, width: int) -> AttentionSpec:
-    """Map a sampled attention op to a valid one on a height×width map, by these rules:
+def _height_width(shape: tuple[int, ...]) -> tuple[int, int]:
+    # A sequence of L positions is a 1×L map to the memory arithmetic of nas.spec.
+    return (1, shape[0]) if len(shape) == 1 else (shape[0], shape[1])
 
-    1. ``manet_pool``: the stride is capped at the map's smaller side; on a 1×1 map
-       (nothing to pool) it becomes ``softmax``; ``relbias`` becomes ``learned``
-       (pooled keys have no per-position offsets).
+
+def fit_attention(a: AttentionSpec, *shape: int) -> AttentionSpec:
+    """Map a sampled attention op to a valid one on a height×width map (or a sequence
+    of ``length`` positions), by these rules:
+
+    1. ``manet_pool``: the stride is capped at the map's smaller side (the length); on a
+       1×1 map or a 1-position sequence (nothing to pool) it becomes ``softmax``;
+       ``relbias`` becomes ``learned`` (pooled keys have no per-position offsets).
     2. Over the attention memory budget: halve the heads until it fits; if one head is
        still too big, pool keys and values (``manet_pool``) with the smallest
        power-of-2 stride that fits.
     """
     if a.op == "channel":
         return a
+    height, width = _height_width(shape)
+    side = min(shape)
     if a.op == "manet_pool":
-        stride = min(a.pool_stride, height, width)
+        stride = min(a.pool_stride, side)
         if stride < 2:
             a = AttentionSpec("softmax", a.heads, a.head_dim, a.position)
         else:
@@ -66,11 +79,9 @@ def fit_attention(a: AttentionSpec, height: int, width: int) -> AttentionSpec:
         pooled = AttentionSpec(
             "manet_pool", a.heads, a.head_dim, _poolable(a.position), pool_stride=2
         )
-        while score_bytes(pooled, height, width) > budget and pooled.pool_stride < min(
-            height, width
-        ):
+        while score_bytes(pooled, height, width) > budget and pooled.pool_stride < side:
             pooled = replace(pooled, pool_stride=pooled.pool_stride * 2)
-        a = replace(pooled, pool_stride=min(pooled.pool_stride, height, width))
+        a = replace(pooled, pool_stride=min(pooled.pool_stride, side))
     return a
 
 

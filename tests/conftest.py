@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The suite's searches share locks with each other but not with searches or benchmarks
+# that happen to run on the same machine (they would wait for each other's trainings).
+os.environ["NAS_LOCK_DIR"] = tempfile.mkdtemp(prefix="nas-test-locks-")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -46,6 +51,64 @@ def digits_study(tmp_path_factory: pytest.TempPathFactory) -> StudyRef:
     ref = StudyRef(f"sqlite:///{folder}/digits.db", "digits")
     args = ["--trials", "8", "--epochs", "2", "--dataset", "digits", "--seed", "0"]
     args += ["--enqueue-baselines", "--storage", ref.storage, "--study-name", ref.name]
+    done = subprocess.run(
+        [sys.executable, "-m", "nas.search", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    return ref
+
+
+TEXT_SEED = 3  # not the default 0: the export must rebuild the vocabulary with this one
+
+
+def write_text_corpus(path: Path, per_class: int = 50) -> Path:
+    """A small CSV a text model can learn: each class has its own words, every text some
+    shared filler, and consecutive pairs of rows share a rare word, so the vocabulary
+    (words seen twice in the training split) depends on the split seed."""
+    import csv
+    import random
+
+    words = {
+        "sports": ["goal", "match", "team", "score"],
+        "science": ["atom", "theory", "cell", "physics"],
+        "business": ["market", "shares", "profit", "bank"],
+        "weather": ["rain", "storm", "sunny", "cloud"],
+    }
+    filler = ["the", "a", "of", "and", "today", "new", "report", "says"]
+    rng = random.Random(0)
+    rows = []
+    for i in range(per_class * len(words)):
+        label = list(words)[i % len(words)]
+        text = rng.choices(words[label], k=3) + rng.choices(filler, k=rng.randint(1, 6))
+        rng.shuffle(text)
+        rows.append((" ".join([*text, f"rare{i // 2}"]).capitalize() + "!", label))
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("text", "label"))
+        writer.writerows(rows)
+    return path
+
+
+@dataclass(frozen=True)
+class TextStudyRef(StudyRef):
+    dataset: str
+
+
+@pytest.fixture(scope="session")
+def text_study(tmp_path_factory: pytest.TempPathFactory) -> TextStudyRef:
+    """A real search on a CSV text corpus with the default space (manet_text), shared by the
+    text search and export tests (read-only: copy it to change it)."""
+    folder = tmp_path_factory.mktemp("text_study")
+    dataset = f"csv:{write_text_corpus(folder / 'news.csv')}"
+    ref = TextStudyRef(f"sqlite:///{folder}/text.db", "text", dataset)
+    args = ["--trials", "3", "--epochs", "1", "--dataset", dataset, "--seed", str(TEXT_SEED)]
+    args += ["--storage", ref.storage, "--study-name", ref.name]
     done = subprocess.run(
         [sys.executable, "-m", "nas.search", *args],
         capture_output=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from nas.builder import build_model
 from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
@@ -57,3 +58,39 @@ def test_same_seed_same_weights_and_global_rng_untouched() -> None:
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def text_spec() -> ArchSpec:
+    return ArchSpec(
+        input=InputSpec(1, 1, 21, kind="text", vocab_size=300),
+        stem=StemSpec(16),
+        stages=(
+            StageSpec(
+                "residual",
+                24,
+                attention=AttentionSpec("sigmoid", 2, 8, "relbias"),
+                downsample="conv",
+            ),
+            StageSpec("separable", 24, 2, attention=AttentionSpec("channel", reduction=4)),
+        ),
+        global_pool="attention",
+        head=HeadSpec((32,), "relu", 0.1),
+        classes=3,
+    )
+
+
+def test_text_model_embeds_then_runs_1d_layers_under_the_same_paths() -> None:
+    model = build_model(text_spec())
+    assert isinstance(model.stem, nn.Embedding) and model.stem.padding_idx == 0
+    state = model.state_dict()
+    assert state["stem.weight"].shape == (300, 16)
+    assert not state["stem.weight"][0].any()  # the padding id embeds to zeros
+    assert state["stages.0.blocks.0.conv1.0.weight"].shape == (24, 16, 3)  # Conv1d
+    assert state["stages.0.attention.rel_table"].shape == (2, 2 * 21 - 1)
+    assert state["stages.0.attention.gate"].shape == (1, 24, 1)
+    assert isinstance(dict(model.named_modules())["stages.0.downsample.0"], nn.Conv1d)
+    ids = torch.randint(0, 300, (4, 21))
+    out = model(ids)
+    assert out.shape == (4, 3)
+    out.sum().backward()
+    assert model.stem.weight.grad is not None

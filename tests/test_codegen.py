@@ -1,4 +1,5 @@
-"""Generated model.py equals the built model: every op, every space, without nas importable."""
+"""Generated model.py equals the built model: every op, every space, images and text, without
+nas importable; the generated encode() tokenises like nas.text.Vocabulary."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import torch
 
 from nas import codegen, layers
 from nas.builder import build_model
+from nas.measure import make_input
 from nas.space import load_space
 from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
 from nas.task import Task
+from nas.text import Vocabulary, build_vocabulary
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -24,6 +27,10 @@ TASKS = (
     Task("color", "image", channels=3, height=32, width=32, classes=7),
 )
 SPACES = ("attention_cnn", "manet", "seed_cnn", "resnet")
+TEXT_TASKS = (
+    Task("words", "text", 1, 1, 1, classes=4, length=40, vocab_size=500),
+    Task("bytes", "text", 1, 1, 1, classes=2, length=33, vocab_size=258),
+)
 
 # Runs in a fresh interpreter where importing nas fails: the exported file must stand alone.
 CHECK = """
@@ -41,6 +48,10 @@ for case in cases:
     x, expected = torch.load(case["io"])
     with torch.inference_mode():
         torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-5)
+    if "vocab" in case:  # encode() reads vocab.json with the standard library only
+        ids = module.encode(case["texts"], case["vocab"])
+        assert ids.dtype == torch.int64 and ids.tolist() == case["ids"], case["name"]
+        assert module.encode(case["texts"][0], case["vocab"]).tolist() == case["ids"][:1]
 print(f"{len(cases)} ok")
 """
 
@@ -55,11 +66,18 @@ def specs() -> list[tuple[str, ArchSpec]]:
             study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=len(out)))
             for _ in range(12 if searched else 1):
                 out.append((f"{space}_{task.name}_{len(out)}", suggest(study.ask(), task)))
+    suggest = load_space("manet_text").suggest
+    for task in TEXT_TASKS:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=len(out)))
+        for _ in range(12):
+            out.append((f"manet_text_{task.name}_{len(out)}", suggest(study.ask(), task)))
     return out
 
 
 def ops_of(spec: ArchSpec) -> set[str]:
-    used = {spec.global_pool, spec.head.activation, spec.stem.norm, spec.stem.activation}
+    used = {spec.global_pool, spec.head.activation}
+    if not spec.input.is_text:  # a text stem is an embedding: no norm, no activation
+        used |= {spec.stem.norm, spec.stem.activation}
     for stage in spec.stages:
         used |= {stage.block, stage.norm, stage.activation, f"down:{stage.downsample}"}
         if stage.attention is not None:
@@ -125,6 +143,81 @@ EXTRA = (
 )
 
 
+# Hand-written text specs for what random manet_text samples never reach (channel
+# attention, flatten, norms and activations the space does not offer), with odd lengths.
+# Their vocabularies are real, so the exported encode() can be checked against nas.text.
+CORPUS = ["Hello, World!", "hello again, world", "héllo wörld: 42 again", "the end"]
+TEXT_VOCABS = (
+    build_vocabulary(CORPUS, min_freq=1, length=29),
+    Vocabulary("bytes", (), 12),
+)
+TEXTS = ["Hello there, WORLD!", "", "again " * 40, "héllo 42 zebra", "a\tb\nc"]
+
+
+def text_input(vocab: Vocabulary) -> InputSpec:
+    return InputSpec(1, 1, vocab.length, kind="text", vocab_size=vocab.size)
+
+
+EXTRA_TEXT = (
+    ArchSpec(
+        input=text_input(TEXT_VOCABS[0]),
+        stem=StemSpec(16),
+        stages=(
+            StageSpec(
+                "plain",
+                16,
+                norm="group",
+                activation="sigmoid",
+                downsample="attention",
+                attention=AttentionSpec("sigmoid", heads=2, position="learned"),
+            ),
+            StageSpec(
+                "separable",
+                24,
+                depth=2,
+                kernel=7,
+                activation="gelu",
+                downsample="avg",
+                attention=AttentionSpec("channel", reduction=4),
+            ),
+            StageSpec(
+                "residual",
+                24,
+                kernel=5,
+                norm="none",
+                downsample="conv",
+                attention=AttentionSpec(
+                    "manet_pool", heads=3, head_dim=8, pool_stride=2, position="learned"
+                ),
+            ),
+        ),
+        global_pool="attention",
+        head=HeadSpec(hidden=(32, 16), activation="silu", dropout=0.1),
+        classes=5,
+    ),
+    ArchSpec(
+        input=text_input(TEXT_VOCABS[1]),
+        stem=StemSpec(8),
+        stages=(
+            StageSpec(
+                "residual", 16, attention=AttentionSpec("sigmoid_norm", heads=2, position="relbias")
+            ),
+            StageSpec(
+                "plain",
+                16,
+                activation="tanh",
+                downsample="max",
+                attention=AttentionSpec("manet_conv", heads=2, kernel=3),
+            ),
+            StageSpec("plain", 8, attention=AttentionSpec("softmax", heads=2, position="relbias")),
+        ),
+        global_pool="flatten",
+        head=HeadSpec(),
+        classes=3,
+    ),
+)
+
+
 def test_tables_cover_every_registered_name() -> None:
     assert set(codegen.ACTIVATION_CODE) == set(layers.ACTIVATIONS)
     assert set(codegen.NORM_CODE) == set(layers.NORMS)
@@ -136,10 +229,14 @@ def test_tables_cover_every_registered_name() -> None:
 
 def test_exported_code_equals_built_model_for_every_op(tmp_path: Path) -> None:
     cases = []
-    covered: set[str] = set()
-    all_specs = [*specs(), *((f"extra_{i}", s) for i, s in enumerate(EXTRA))]
+    covered: dict[str, set[str]] = {"image": set(), "text": set()}
+    all_specs = [
+        *specs(),
+        *((f"extra_{i}", s) for i, s in enumerate(EXTRA)),
+        *((f"extra_text_{i}", s) for i, s in enumerate(EXTRA_TEXT)),
+    ]
     for name, spec in all_specs:
-        covered |= ops_of(spec)
+        covered[spec.input.kind] |= ops_of(spec)
         model = build_model(spec, seed=1).eval()
         # Perturb every parameter and BN statistic, so zero-initialised gates and unit
         # running stats cannot hide a wiring mistake behind an identity.
@@ -147,21 +244,28 @@ def test_exported_code_equals_built_model_for_every_op(tmp_path: Path) -> None:
             for tensor in [*model.parameters(), *model.buffers()]:
                 if tensor.is_floating_point():
                     tensor.add_(torch.rand_like(tensor) * 0.1)
-        x = torch.randn(2, spec.input.channels, spec.input.height, spec.input.width)
+        x = make_input(spec.input, 2)  # float images or int64 token ids
         with torch.inference_mode():
             expected = model(x)
         code = tmp_path / f"{name}.py"
         code.write_text(codegen.render_code(spec, docstring=name, mean=(0.5,), std=(0.25,)))
         torch.save(model.state_dict(), tmp_path / f"{name}.pt")
         torch.save((x, expected), tmp_path / f"{name}.io.pt")
-        cases.append(
-            {
-                "name": name,
-                "code": str(code),
-                "state": str(tmp_path / f"{name}.pt"),
-                "io": str(tmp_path / f"{name}.io.pt"),
+        case = {
+            "name": name,
+            "code": str(code),
+            "state": str(tmp_path / f"{name}.pt"),
+            "io": str(tmp_path / f"{name}.io.pt"),
+        }
+        if name.startswith("extra_text_"):
+            vocab = TEXT_VOCABS[int(name.rsplit("_", 1)[1])]
+            vocab.save(tmp_path / f"{name}.vocab.json")
+            case |= {
+                "vocab": str(tmp_path / f"{name}.vocab.json"),
+                "texts": TEXTS,
+                "ids": vocab.encode(TEXTS).tolist(),
             }
-        )
+        cases.append(case)
     every = {
         *layers.BLOCKS,
         *layers.ATTENTIONS,
@@ -173,7 +277,8 @@ def test_exported_code_equals_built_model_for_every_op(tmp_path: Path) -> None:
         "pos:learned",
         "pos:relbias",
     }
-    assert every <= covered, f"not exercised: {sorted(every - covered)}"
+    for kind, ops in covered.items():  # every op, in 2-D and in 1-D
+        assert every <= ops, f"not exercised on {kind}: {sorted(every - ops)}"
     done = subprocess.run(
         [sys.executable, "-c", CHECK, json.dumps(cases)],
         capture_output=True,
@@ -186,7 +291,9 @@ def test_exported_code_equals_built_model_for_every_op(tmp_path: Path) -> None:
     assert f"{len(cases)} ok" in done.stdout
 
 
-@pytest.mark.parametrize("spec", EXTRA, ids=["odd-sizes", "strided-stem"])
+@pytest.mark.parametrize(
+    "spec", EXTRA + EXTRA_TEXT, ids=["odd-sizes", "strided-stem", "text-words", "text-bytes"]
+)
 def test_exported_code_is_lint_clean(spec: ArchSpec, tmp_path: Path) -> None:
     ruff = Path(sys.executable).parent / "ruff"
     if not ruff.exists():
@@ -224,3 +331,16 @@ def test_generated_code_has_only_what_the_model_uses() -> None:
     assert "self.position" not in conv_class and "rel_table" not in conv_class
     assert "import nas" not in code and "from nas" not in code
     assert "x.flatten(1)" in code
+
+
+def test_text_code_is_1d_with_an_embedding_and_encode() -> None:
+    code = codegen.render_code(EXTRA_TEXT[1], docstring="x")
+    assert "nn.Embedding(VOCAB_SIZE, 8, padding_idx=0)" in code and "VOCAB_SIZE = 258" in code
+    assert "nn.Conv1d" in code and "nn.BatchNorm1d" in code and "nn.MaxPool1d" in code
+    assert "2d" not in code and "preprocess" not in code and "MEAN" not in code
+    assert "def encode(" in code and "LENGTH = 12" in code
+    assert f'WORD_PATTERN = r"{codegen.WORD_PATTERN}"' in code
+    assert "x.flatten(1)" in code and "length=12" in code
+    assert "import nas" not in code and "from nas" not in code
+    with pytest.raises(ValueError, match="mean and std"):
+        codegen.render_code(EXTRA[0], docstring="x")  # an image model needs them

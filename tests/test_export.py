@@ -20,7 +20,7 @@ from nas.builder import build_model
 from nas.export import ExportError, main, parse_pick
 from nas.spec import ArchSpec
 from nas.study import make_storage
-from tests.conftest import StudyRef
+from tests.conftest import TEXT_SEED, StudyRef, TextStudyRef
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -204,7 +204,7 @@ def test_bad_input_one_line_exit_2(
         (ref, ["--trial", "99"], "--trial 99 does not exist"),
         (ref, ["--trial", str(failed.number)], "FAIL (RuntimeError: boom)"),
         (empty, ["--best"], "no complete trials"),
-        (StudyRef(f"sqlite:///{tmp_path}/missing.db", "s"), ["--best"], "no such database"),
+        (StudyRef(f"sqlite:///{tmp_path}/missing.db", "s"), ["--best"], "no such file"),
         (ref, ["--pick", "latency<=0.000001ms"], "no complete trial"),
     ]
     for target, args, message in cases:
@@ -236,3 +236,46 @@ def test_cli_runs_as_a_module(digits_study: StudyRef, tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_text_study_exports_vocab_encode_and_onnx_with_token_ids(
+    text_study: TextStudyRef, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnxruntime
+    from safetensors.torch import load_file
+
+    from nas.data import load_data
+    from nas.text import Vocabulary
+
+    out = tmp_path / "text"
+    assert export(text_study, out, "--best", "--weights", "--epochs", "1") == 0
+    assert "model.onnx matches PyTorch" in capsys.readouterr().out
+    names = ["README.md", "model.onnx", "model.py", "model.safetensors", "spec.json", "vocab.json"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    spec = ArchSpec.from_json((out / "spec.json").read_text())
+    assert spec.input.is_text and "encode(texts)" in (out / "README.md").read_text()
+    # vocab.json is the search's vocabulary: rebuilt with the study's seed, not the default.
+    vocab = Vocabulary.load(out / "vocab.json")
+    searched = load_data(text_study.dataset, seed=TEXT_SEED).vocab
+    assert vocab == searched and vocab.size == spec.input.vocab_size
+    assert load_data(text_study.dataset, seed=0).vocab != vocab  # the seed matters here
+    # encode() in model.py tokenises exactly as nas does (default path: beside model.py).
+    module = load_module(out / "model.py")
+    texts = ["The TEAM scored a goal, says the report!", "", "zebra " * 200, "Rain; rare3 rain"]
+    ids = module.encode(texts)
+    assert ids.dtype == torch.int64 and torch.equal(ids, vocab.encode(texts))
+    assert torch.equal(module.encode(texts[0], out / "vocab.json"), vocab.encode(texts[:1]))
+    # Weights load into the standalone Net and the built model alike; ONNX takes int64 ids.
+    net = module.Net().eval()
+    state = load_file(out / "model.safetensors")
+    net.load_state_dict(state, strict=True)
+    built = build_model(spec).eval()
+    built.load_state_dict(state, strict=True)
+    with torch.inference_mode():
+        expected = net(ids).numpy()
+        torch.testing.assert_close(built(ids).numpy(), expected)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    (given,) = session.get_inputs()
+    assert given.name == "token_ids" and given.type == "tensor(int64)"
+    got = session.run(None, {"token_ids": ids.numpy()})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

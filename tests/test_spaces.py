@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from nas.builder import build_model
-from nas.space import SpaceError, load_space, sample, space_names
-from nas.spec import ArchSpec
+from nas.space import SpaceError, check_task, default_space, load_space, sample, space_names
+from nas.spec import ArchSpec, attention_budget_bytes
 from nas.task import Task
 
 TASKS = [
@@ -25,7 +25,7 @@ FIXED = {"seed_cnn", "resnet"}
 
 
 def test_builtin_spaces() -> None:
-    assert set(space_names()) == {"attention_cnn", "manet", "seed_cnn", "resnet"}
+    assert set(space_names()) == {"attention_cnn", "manet", "manet_text", "seed_cnn", "resnet"}
 
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
@@ -122,3 +122,76 @@ def test_fixed_designs_match_their_description() -> None:
     assert seed.stem.width == 64 and seed.stages[0].width == 64 and seed.head.hidden == (512,)
     assert seed.pooled_features() == 64 * 14 * 14
     assert dataclasses.replace(seed, classes=3).classes == 3
+
+
+# --------------------------------------------------------------------------- manet_text
+
+TEXT_TASK = Task("news", "text", 1, 1, 1, 4, length=64, vocab_size=1000)
+
+
+def test_manet_text_random_trials_build_train_and_round_trip() -> None:
+    suggest = load_space("manet_text").suggest
+    ids = torch.randint(0, TEXT_TASK.vocab_size, (2, TEXT_TASK.length))
+    seen: set[str] = set()
+    for i, (spec, params) in enumerate(sample(suggest, TEXT_TASK, TRIALS, seed=1)):
+        assert spec.input.is_text and spec.input.shape == (TEXT_TASK.length,)
+        assert ArchSpec.from_json(spec.to_json()) == spec
+        assert suggest(optuna.trial.FixedTrial(params), TEXT_TASK) == spec  # replays
+        model = build_model(spec, seed=i)
+        out = model(ids)
+        assert out.shape == (2, TEXT_TASK.classes), spec.summary()
+        out.logsumexp(dim=1).sum().backward()
+        for pname, p in model.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), (pname, spec.summary())
+        seen |= {spec.global_pool, *(f"down:{s.downsample}" for s in spec.stages)}
+        seen |= {s.attention.op for s in spec.stages if s.attention}
+        seen |= {f"pos:{s.attention.position}" for s in spec.stages if s.attention}
+        seen |= {f"kernel:{s.kernel}" for s in spec.stages}
+    assert seen >= {
+        *("softmax", "sigmoid", "sigmoid_norm", "manet_conv", "manet_pool"),
+        *("max", "avg", "avgmax", "attention"),
+        *(f"down:{d}" for d in ("none", "max", "avg", "conv", "attention")),
+        *("pos:none", "pos:learned", "pos:relbias"),
+        *("kernel:3", "kernel:5", "kernel:7"),
+    }
+
+
+@pytest.mark.parametrize("length", [8, 512, 4096])
+def test_manet_text_fits_the_attention_budget(length: int) -> None:
+    task = Task("long", "text", 1, 1, 1, 2, length=length, vocab_size=50)
+    budget = attention_budget_bytes()
+    specs = [spec for spec, _ in sample(load_space("manet_text").suggest, task, 60, seed=0)]
+    for spec in specs:  # validated on construction; spelled out for the reader
+        assert max(spec.attention_bytes()) <= budget
+    first = [s.attention for spec in specs for s in spec.stages[:1] if s.attention]
+    if length == 512:  # fits as sampled: up to 4 heads of full N×N attention
+        assert any(a.op == "softmax" and a.heads == 4 for a in first)
+    if length == 4096:  # 1 head of 4096² scores is 64 MiB: keys are pooled instead
+        assert all(a.op == "manet_pool" for a in first)
+
+
+def test_space_and_task_kinds_must_match() -> None:
+    image = TASKS[0]
+    with pytest.raises(ValueError, match="manet_text builds text networks"):
+        load_space("manet_text").suggest(optuna.trial.FixedTrial({}), image)
+    check_task(load_space("manet_text"), TEXT_TASK, "manet_text")
+    check_task(load_space("attention_cnn"), image, "attention_cnn")
+    with pytest.raises(SpaceError, match=r"'attention_cnn' builds networks for image tasks; "):
+        check_task(load_space("attention_cnn"), TEXT_TASK, "attention_cnn")
+    with pytest.raises(SpaceError, match=r"is an image task .*default space is attention_cnn"):
+        check_task(load_space("manet_text"), image, "manet_text")
+    assert (default_space(TEXT_TASK), default_space(image)) == ("manet_text", "attention_cnn")
+
+
+def test_cli_samples_manet_text_on_its_example_task() -> None:
+    import json
+
+    result = run_cli("manet_text", "--sample", "3", "--seed", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    specs = [ArchSpec.from_dict(r["spec"]) for r in rows]
+    assert len(specs) == 3 and all(s.input.is_text and s.input.width == 64 for s in specs)
+    assert all(r["flops"] > 0 for r in rows)
+    readable = run_cli("manet_text", "--sample", "2").stdout.splitlines()
+    assert len(readable) == 2 and all(" embed" in line for line in readable)
+    assert "embed.dim" in run_cli("manet_text", "--describe").stdout

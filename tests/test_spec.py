@@ -45,7 +45,7 @@ def with_stage(spec: ArchSpec, index: int, **changes: object) -> tuple[StageSpec
 def test_round_trip_is_exact() -> None:
     spec = make_spec()
     text = spec.to_json()
-    assert json.loads(text)["schema_version"] == 1
+    assert json.loads(text)["schema_version"] == 2
     assert ArchSpec.from_json(text) == spec
     assert ArchSpec.from_json(text).to_json() == text
 
@@ -187,3 +187,154 @@ def test_derived_shapes() -> None:
     assert spec.resolutions() == [(28, 28), (14, 14)]
     assert spec.pooled_features() == 96 * 14 * 14
     assert "residual32x2 softmax(2x8) ↓max" in spec.summary()
+
+
+# --------------------------------------------------------------------------- text
+
+
+def make_text_spec(**changes: object) -> ArchSpec:
+    base = dict(
+        input=InputSpec(1, 1, 37, kind="text", vocab_size=500),
+        stem=StemSpec(64),
+        stages=(
+            StageSpec(
+                "residual",
+                32,
+                attention=AttentionSpec("softmax", 2, 8, "relbias"),
+                downsample="max",
+            ),
+            StageSpec(
+                "plain",
+                48,
+                kernel=5,
+                attention=AttentionSpec("manet_pool", 2, 8, pool_stride=4),
+                downsample="attention",
+            ),
+        ),
+        global_pool="avgmax",
+        head=HeadSpec((32,), "tanh", 0.25),
+        classes=4,
+    )
+    base.update(changes)
+    return ArchSpec(**base)  # type: ignore[arg-type]
+
+
+def test_version_1_dicts_still_load_as_images() -> None:
+    spec = make_spec()
+    v1 = spec.to_dict()
+    v1["schema_version"] = 1
+    del v1["input"]["kind"], v1["input"]["vocab_size"]  # version 1 had neither
+    loaded = ArchSpec.from_dict(v1)
+    assert loaded == spec and loaded.input.kind == "image" and loaded.input.vocab_size == 0
+    assert ArchSpec.from_dict(loaded.to_dict()) == spec  # saved again as version 2
+    v1["input"]["kind"] = "text"  # version 1 knew only images: this is an edit
+    with pytest.raises(ArchSpecError, match=r"^input\.kind is not a key of schema version 1"):
+        ArchSpec.from_dict(v1)
+
+
+def test_text_round_trip_shapes_and_summary() -> None:
+    spec = make_text_spec()
+    data = json.loads(spec.to_json())
+    assert data["schema_version"] == 2
+    assert data["input"] == {
+        "channels": 1,
+        "height": 1,
+        "width": 37,
+        "kind": "text",
+        "vocab_size": 500,
+    }
+    assert ArchSpec.from_json(spec.to_json()) == spec
+    # A sequence is a 1×L map: the length halves (rounding up), the height stays 1.
+    assert spec.resolutions() == [(1, 37), (1, 19)]
+    assert spec.final_resolution() == (1, 10)
+    assert spec.map_shapes() == [(37,), (19,)]
+    assert spec.input.shape == (37,) and spec.input.dims == 1
+    assert spec.pooled_features() == 2 * 48
+    assert spec.summary().startswith("embed64 | residual32x1 softmax(2x8,relbias) ↓max | ")
+    # relbias and pooled keys on a sequence: 2 heads × 37 × 37, then 2 × 19 × ⌈19/4⌉.
+    assert spec.attention_bytes() == [4 * 2 * 37 * 37, 4 * 2 * 19 * 5]
+    assert make_text_spec(global_pool="flatten").pooled_features() == 48 * 10
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"stem": StemSpec(64, kernel=5)}, r"^stem\.kernel is not used by a text stem"),
+        ({"stem": StemSpec(64, stride=2)}, r"^stem\.stride is not used by a text stem"),
+        ({"stem": StemSpec(64, norm="none")}, r"^stem\.norm .* must stay 'batch'"),
+        ({"stem": StemSpec(64, activation="gelu")}, r"^stem\.activation .* must stay 'relu'"),
+        (
+            {"input": InputSpec(3, 1, 37, kind="text", vocab_size=500)},
+            r"^input\.channels must be 1 for a text input \(a sequence is a 1×L map\), got 3",
+        ),
+        ({"input": InputSpec(1, 2, 37, kind="text", vocab_size=500)}, r"^input\.height "),
+        ({"input": InputSpec(1, 1, 37, kind="text", vocab_size=2)}, r"^input\.vocab_size "),
+        ({"input": InputSpec(1, 1, 0, kind="text", vocab_size=9)}, r"^input\.width "),
+        ({"input": InputSpec(1, 1, 37, kind="audio")}, r"^input\.kind must be one of"),
+    ],
+)
+def test_invalid_text_specs_name_the_path(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ArchSpecError, match=message):
+        make_text_spec(**changes)
+
+
+def test_image_inputs_have_no_vocabulary() -> None:
+    with pytest.raises(ArchSpecError, match=r"^input\.vocab_size applies to text inputs only"):
+        make_spec(input=InputSpec(1, 28, 28, vocab_size=100))
+
+
+def test_sequences_refuse_what_does_not_fit_their_length() -> None:
+    short = InputSpec(1, 1, 3, kind="text", vocab_size=50)
+    halving = tuple(StageSpec("plain", 8, downsample="max") for _ in range(3))
+    with pytest.raises(
+        ArchSpecError,
+        match=r"^stages\[2\]\.downsample 'max' needs a sequence of at least 2 positions, got 1",
+    ):
+        make_text_spec(input=short, stages=halving)
+    pooled = StageSpec("plain", 8, attention=AttentionSpec("manet_pool", 1, 8, pool_stride=4))
+    with pytest.raises(
+        ArchSpecError,
+        match=r"^stages\[0\]\.attention\.pool_stride must not exceed the sequence of 3 "
+        r"positions, got 4",
+    ):
+        make_text_spec(input=short, stages=(pooled,))
+    # On a sequence the length counts, not the height of 1: both fit 37 positions.
+    assert make_text_spec().stages[0].downsample == "max"
+
+
+def test_text_attention_over_the_budget_is_refused() -> None:
+    long = InputSpec(1, 1, 4096, kind="text", vocab_size=50)
+    big = StageSpec("plain", 32, attention=AttentionSpec("softmax", heads=1, head_dim=8))
+    # 1 head × 4096 × 4096 × 4 bytes = 64 MiB > 16 MiB
+    with pytest.raises(ArchSpecError, match=r"^stages\[0\]\.attention needs 64\.0 MiB"):
+        make_text_spec(input=long, stages=(big,))
+
+
+@pytest.mark.parametrize(
+    ("edit", "path"),
+    [
+        (lambda d: d["input"].update(kind="audio"), r"input\.kind"),
+        (lambda d: d["input"].update(kind=1), r"input\.kind"),
+        (lambda d: d["input"].update(vocab_size="500"), r"input\.vocab_size"),
+        (lambda d: d["input"].update(vocab_size=10**9), r"input\.vocab_size"),
+        (lambda d: d["input"].update(kind="image"), r"input\.vocab_size"),  # 500 ids on images
+        (lambda d: d["stem"].update(kernel=7), r"stem\.kernel"),
+        (lambda d: d.update(schema_version=3), "schema_version"),
+        (lambda d: d.update(schema_version="2"), "schema_version"),
+    ],
+)
+def test_from_dict_rejects_tampered_text_specs(edit, path: str) -> None:  # type: ignore[no-untyped-def]
+    data = make_text_spec().to_dict()
+    edit(data)
+    with pytest.raises(ArchSpecError, match=rf"^{path} "):
+        ArchSpec.from_dict(data)
+
+
+def test_input_for_a_task() -> None:
+    from nas.task import Task
+
+    text = Task("t", "text", 1, 1, 1, 3, length=50, vocab_size=900)
+    assert InputSpec.for_task(text) == InputSpec(1, 1, 50, kind="text", vocab_size=900)
+    image = Task("i", "image", 3, 32, 30, 10)
+    assert InputSpec.for_task(image) == InputSpec(3, 32, 30)
+    assert InputSpec.for_task(image).shape == (3, 32, 30)

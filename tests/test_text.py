@@ -23,6 +23,7 @@ import nas.text as nt
 from nas.data import Data, DataError, Split, load_data, task_for
 from nas.task import Task, TaskError
 from nas.train import TrainConfig, evaluate, train
+from tests.conftest import TEXT_SEED, TextStudyRef
 
 # Learnable fixture corpus: each class has its own words, every text also has shared
 # filler words, so a bag-of-embeddings model separates the classes within a few epochs.
@@ -620,3 +621,44 @@ def test_search_passes_the_columns_on(tmp_path: Path) -> None:
     assert (settings.text_column, settings.label_column) == ("body", "topic")
     with pytest.raises(DataError, match="no column 'text'"):
         settings_from(parse_args(["--dataset", f"csv:{path}"]))
+
+
+def test_search_on_a_text_dataset_uses_manet_text_and_records_the_vocabulary_inputs(
+    text_study: TextStudyRef, tmp_path: Path
+) -> None:
+    import shutil
+
+    import optuna
+
+    from nas.search import build_study, parse_args, settings_from
+    from nas.spec import ArchSpec
+    from nas.study import StudyError, make_storage
+
+    study = optuna.load_study(study_name=text_study.name, storage=make_storage(text_study.storage))
+    attrs = study.user_attrs
+    assert attrs["space"] == "manet_text" and attrs["dataset"] == text_study.dataset
+    assert (attrs["seed"], attrs["text_column"], attrs["label_column"]) == (
+        TEXT_SEED,
+        "text",
+        "label",
+    )
+    task = task_for(text_study.dataset, seed=TEXT_SEED)
+    assert len(study.trials) == 3
+    assert any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    for t in study.trials:
+        spec = ArchSpec.from_dict(t.user_attrs["arch"])
+        assert spec.input.is_text and spec.input.vocab_size == task.vocab_size
+        assert spec.input.width == task.length and t.user_attrs["summary"].startswith("embed")
+        assert t.user_attrs["flops"] > 0 and t.user_attrs["latency_ms"] > 0
+    # Resuming with another seed would mix vocabularies: refused before anything is written.
+    copy = tmp_path / "copy.db"
+    shutil.copy(text_study.storage.removeprefix("sqlite:///"), copy)
+    common = ["--dataset", text_study.dataset, "--storage", f"sqlite:///{copy}"]
+    common += ["--study-name", text_study.name]
+    with pytest.raises(StudyError, match=f"created with --seed {TEXT_SEED}, got 4"):
+        build_study(settings_from(parse_args([*common, "--seed", "4"])))
+    # Image spaces and hand designs do not take token ids.
+    with pytest.raises(ValueError, match="'attention_cnn' builds networks for image tasks"):
+        settings_from(parse_args([*common, "--space", "attention_cnn"]))
+    with pytest.raises(ValueError, match="--enqueue-baselines: the hand designs"):
+        settings_from(parse_args([*common, "--enqueue-baselines"]))

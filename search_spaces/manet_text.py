@@ -1,0 +1,106 @@
+"""manet_text (the default space for text datasets): MANet over sequences of token ids.
+
+    token ids → embedding → 1–3 stages of 1-D conv blocks, each with an attention slot
+              → global pool → fully-connected head (relu | sigmoid | tanh) → logits
+
+A sequence of L tokens is a 1×L map (``nas.spec``), so the attention family is the one
+the image spaces use: softmax, sigmoid, sigmoid_norm, MANet's convolutional (Q/K/V from
+k-wide convs) and pooling (keys/values from an s-wide pooled sequence) self-attention.
+
+Parameters (names are stable; a name always has the same choices):
+
+- ``embed.dim`` (the stem's width), ``n_stages`` 1–3, ``act`` and ``norm`` for the
+  whole network.
+- per stage slot ``s0``..``s2`` (sampled only when the slot is used — conditional, so use
+  ``TPESampler(multivariate=True, group=True)``): ``block``, ``width``, ``depth``,
+  ``kernel`` (3, 5 or 7 tokens); ``attn.kind`` (none or one of five ops) and, with
+  attention, ``attn.heads``, ``attn.head_dim``, ``attn.pos``, ``attn.kernel``
+  (manet_conv), ``attn.pool_stride`` (manet_pool); ``down`` (all but the last stage;
+  ``none`` is a choice: short texts may not want halving).
+- ``pool`` (global pooling); ``fc.layers`` 0–2 and, with layers, ``fc.width``,
+  ``fc.act``, ``fc.dropout``.
+
+Mapping rules instead of rejection (see ``search_spaces._common``): a downsample of a
+sequence shorter than 2 becomes ``none``; attention that does not fit the sequence or the
+attention memory budget is mapped by ``fit_attention`` (a pool stride over the length is
+capped at it, ``relbias`` with pooled keys becomes ``learned``, over-budget attention
+halves its heads, then pools its keys). The default budget holds 4 heads of full
+attention up to L = 1024; longer sequences get pooled keys.
+"""
+
+from __future__ import annotations
+
+import optuna
+
+from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
+from nas.task import Task
+from search_spaces._common import after_downsample, downsample_rule, fit_attention
+
+# nas.space reads these: the task kinds this space builds networks for, and the task
+# `python -m nas.space manet_text` describes and samples it on (AG News' shape).
+TASK_KINDS = ("text",)
+EXAMPLE_TASK = Task("ag_news", "text", 1, 1, 1, classes=4, length=64, vocab_size=20_000)
+
+ATTENTION_KINDS = ("none", "softmax", "sigmoid", "sigmoid_norm", "manet_conv", "manet_pool")
+DOWNSAMPLES = ("none", "max", "avg", "conv", "attention")
+GLOBAL_POOLS = ("max", "avg", "avgmax", "attention")
+WIDTHS = (32, 64, 96, 128)
+MAX_STAGES = 3
+
+
+def suggest_attention(trial: optuna.Trial, prefix: str, length: int) -> AttentionSpec | None:
+    kind = trial.suggest_categorical(f"{prefix}.attn.kind", ATTENTION_KINDS)
+    if kind == "none":
+        return None
+    heads = trial.suggest_categorical(f"{prefix}.attn.heads", (1, 2, 4))
+    head_dim = trial.suggest_categorical(f"{prefix}.attn.head_dim", (8, 16, 32))
+    position = trial.suggest_categorical(f"{prefix}.attn.pos", ("none", "learned", "relbias"))
+    kernel = pool_stride = 1
+    if kind == "manet_conv":
+        kernel = trial.suggest_categorical(f"{prefix}.attn.kernel", (3, 5, 7))
+    if kind == "manet_pool":
+        pool_stride = trial.suggest_categorical(f"{prefix}.attn.pool_stride", (2, 4, 8))
+    spec = AttentionSpec(kind, heads, head_dim, position, kernel=kernel, pool_stride=pool_stride)
+    return fit_attention(spec, length)
+
+
+def suggest(trial: optuna.Trial, task: Task) -> ArchSpec:
+    if task.kind != "text":
+        raise ValueError(
+            f"space manet_text builds text networks; task {task.name!r} is an {task.kind} "
+            "task (use attention_cnn or manet)"
+        )
+    n_stages = trial.suggest_int("n_stages", 1, MAX_STAGES)
+    activation = trial.suggest_categorical("act", ("relu", "gelu"))
+    norm = trial.suggest_categorical("norm", ("batch", "group"))
+    stem = StemSpec(trial.suggest_categorical("embed.dim", (32, 64, 128)))
+    length = task.length
+    stages = []
+    for i in range(n_stages):
+        p = f"s{i}"
+        block = trial.suggest_categorical(f"{p}.block", ("plain", "residual", "separable"))
+        width = trial.suggest_categorical(f"{p}.width", WIDTHS)
+        depth = trial.suggest_int(f"{p}.depth", 1, 2)
+        kernel = trial.suggest_categorical(f"{p}.kernel", (3, 5, 7))
+        attention = suggest_attention(trial, p, length)
+        down = "none"
+        if i < n_stages - 1:
+            down = downsample_rule(trial.suggest_categorical(f"{p}.down", DOWNSAMPLES), length)
+        stages.append(StageSpec(block, width, depth, kernel, activation, norm, attention, down))
+        (length,) = after_downsample(down, length)
+    layers = trial.suggest_int("fc.layers", 0, 2)
+    head = HeadSpec()
+    if layers:
+        head = HeadSpec(
+            hidden=(trial.suggest_categorical("fc.width", (64, 128, 256)),) * layers,
+            activation=trial.suggest_categorical("fc.act", ("relu", "sigmoid", "tanh")),
+            dropout=trial.suggest_categorical("fc.dropout", (0.0, 0.1, 0.25, 0.5)),
+        )
+    return ArchSpec(
+        input=InputSpec.for_task(task),
+        stem=stem,
+        stages=tuple(stages),
+        global_pool=trial.suggest_categorical("pool", GLOBAL_POOLS),
+        head=head,
+        classes=task.classes,
+    )
