@@ -24,10 +24,12 @@ The templates below name the dims-dependent pieces as ``{dims}``, ``{ones}`` and
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from nas import layers
 from nas.spec import ArchSpec, AttentionSpec, StageSpec
 from nas.text import BYTE_VOCAB_SIZE, OOV_ID, PAD_ID, WORD_PATTERN
 
@@ -325,20 +327,8 @@ class AttentionPool1d(nn.Module):
 ''',
 }
 
-ATTENTION_GLOBAL_POOL = '''
-class AttentionGlobalPool(nn.Module):
-    """Global pooling by a learned query: softmax weights over the N positions."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.query = nn.Parameter(torch.zeros(channels))
-        self.key = nn.Linear(channels, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
-        scores = self.key(tokens) @ self.query * tokens.shape[-1] ** -0.5  # (B, N)
-        return (scores.softmax(dim=1).unsqueeze(-1) * tokens).sum(dim=1)
-'''
+# Written once: the layer's own source (torch only, already dimension-agnostic).
+ATTENTION_GLOBAL_POOL = inspect.getsource(layers.AttentionGlobalPool)
 
 
 LINE = 88  # ruff's default line length: the file is clean under anyone's config

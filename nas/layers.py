@@ -436,7 +436,7 @@ class AvgMaxPool(nn.Module):
 
 
 class AttentionGlobalPool(nn.Module):
-    """Global pooling by a learned query: softmax over the N positions, then their mean."""
+    """Global pooling by a learned query: softmax weights over the N positions."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()

@@ -352,7 +352,7 @@ def text_task(
     The vocabulary (hence ``vocab_size``) comes from the training split, which depends on
     ``seed`` and ``val_fraction``: pass the ones the data will be loaded with.
     """
-    corpus, train_idx, _, _ = _prepare(
+    corpus, _, vocab, _ = _prepare(
         name,
         data_dir,
         seed,
@@ -364,7 +364,6 @@ def text_task(
         min_freq,
         length,
     )
-    vocab, _ = _vocabulary(corpus, train_idx, tokenizer, max_vocab, min_freq, length, corpus.source)
     return _task(name, corpus, vocab)
 
 
@@ -398,7 +397,7 @@ def load_text(
     Raises:
         DataError: naming the file, line or value at fault.
     """
-    corpus, train_idx, val_idx, test_idx = _prepare(
+    corpus, (train_idx, val_idx, test_idx), vocab, remap = _prepare(
         name,
         data_dir,
         seed,
@@ -409,9 +408,6 @@ def load_text(
         max_vocab,
         min_freq,
         length,
-    )
-    vocab, remap = _vocabulary(
-        corpus, train_idx, tokenizer, max_vocab, min_freq, length, corpus.source
     )
     labels = torch.from_numpy(corpus.labels)
 
@@ -514,8 +510,9 @@ def _prepare(
     max_vocab: int,
     min_freq: int,
     length: int | None,
-) -> tuple[_Corpus, np.ndarray, np.ndarray, np.ndarray]:
-    """The corpus (cached) and its train / val / test indices for ``seed``."""
+) -> tuple[_Corpus, tuple[np.ndarray, np.ndarray, np.ndarray], Vocabulary, np.ndarray]:
+    """The corpus (cached), its train / val / test indices for ``seed``, and the
+    vocabulary of that training split with its corpus-id → vocabulary-id map."""
     _check_options(tokenizer, max_vocab, min_freq, length)
     for what, value in (("text_column", text_column), ("label_column", label_column)):
         if not isinstance(value, str) or not value:
@@ -532,7 +529,11 @@ def _prepare(
         pool=f"training split of {corpus.source}",
         class_names=corpus.classes,
     )
-    return corpus, corpus.pool[keep], corpus.pool[carve], corpus.test
+    train_idx = corpus.pool[keep]
+    vocab, remap = _vocabulary(
+        corpus, train_idx, tokenizer, max_vocab, min_freq, length, corpus.source
+    )
+    return corpus, (train_idx, corpus.pool[carve], corpus.test), vocab, remap
 
 
 def _check_options(tokenizer: str, max_vocab: int, min_freq: int, length: int | None) -> None:

@@ -43,14 +43,8 @@ class StudyRef:
     name: str
 
 
-@pytest.fixture(scope="session")
-def digits_study(tmp_path_factory: pytest.TempPathFactory) -> StudyRef:
-    """A real search, shared by the report, dashboard and export tests (read-only: copy it
-    to change it). Eight trials on digits: the two hand designs, then attention_cnn samples."""
-    folder = tmp_path_factory.mktemp("digits_study")
-    ref = StudyRef(f"sqlite:///{folder}/digits.db", "digits")
-    args = ["--trials", "8", "--epochs", "2", "--dataset", "digits", "--seed", "0"]
-    args += ["--enqueue-baselines", "--storage", ref.storage, "--study-name", ref.name]
+def _search(args: list[str]) -> None:
+    """Run ``python -m nas.search`` for a fixture; a failure shows the search's stderr."""
     done = subprocess.run(
         [sys.executable, "-m", "nas.search", *args],
         capture_output=True,
@@ -61,6 +55,17 @@ def digits_study(tmp_path_factory: pytest.TempPathFactory) -> StudyRef:
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="session")
+def digits_study(tmp_path_factory: pytest.TempPathFactory) -> StudyRef:
+    """A real search, shared by the report, dashboard and export tests (read-only: copy it
+    to change it). Eight trials on digits: the two hand designs, then attention_cnn samples."""
+    folder = tmp_path_factory.mktemp("digits_study")
+    ref = StudyRef(f"sqlite:///{folder}/digits.db", "digits")
+    args = ["--trials", "8", "--epochs", "2", "--dataset", "digits", "--seed", "0"]
+    args += ["--enqueue-baselines", "--storage", ref.storage, "--study-name", ref.name]
+    _search(args)
     return ref
 
 
@@ -109,14 +114,5 @@ def text_study(tmp_path_factory: pytest.TempPathFactory) -> TextStudyRef:
     ref = TextStudyRef(f"sqlite:///{folder}/text.db", "text", dataset)
     args = ["--trials", "3", "--epochs", "1", "--dataset", dataset, "--seed", str(TEXT_SEED)]
     args += ["--storage", ref.storage, "--study-name", ref.name]
-    done = subprocess.run(
-        [sys.executable, "-m", "nas.search", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        timeout=900,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert done.returncode == 0, done.stderr
+    _search(args)
     return ref
