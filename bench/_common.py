@@ -34,8 +34,9 @@ from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.data import Data, Split, load_data
-from nas.objective import Limits, Objective
-from nas.search import BASELINES, run_trial
+from nas.objective import Limits, Objective, first_judged_step
+from nas.pruning import make_pruner
+from nas.search import BASELINES, default_max_flops, run_trial
 from nas.space import load_space
 from nas.study import make_sampler, make_storage, open_study
 from nas.train import TrainConfig
@@ -128,7 +129,8 @@ def run_search(
         train_config=TrainConfig(
             epochs=epochs, report_every=epochs / 4, eval_batch_size=EVAL_BATCH
         ),
-        limits=Limits(),
+        # The search's default limit: the FLOPs cap keeps the slow tail out of both runs.
+        limits=Limits(max_flops=default_max_flops(None, data.task)),
         seed=seed,
         device="cpu",
     )
@@ -145,6 +147,16 @@ def run_search(
     wall_s = time.perf_counter() - start
     study.set_user_attr("bench_wall_s", wall_s)
     return Run(name, study, wall_s)
+
+
+def first_judged(data: Data) -> int:
+    """The search's ``n_warmup_steps`` for this data (``nas.objective.first_judged_step``)."""
+    return first_judged_step(len(data.train.y), TrainConfig().batch_size)
+
+
+def default_pruner(data: Data) -> optuna.pruners.BasePruner:
+    """The pruner ``python -m nas.search`` uses for accuracy × latency on this data."""
+    return make_pruner("pareto", multi_objective=True, n_warmup_steps=first_judged(data))
 
 
 def load_run(name: str) -> Run:

@@ -48,6 +48,7 @@ import optuna
 from _common import (
     Run,
     bench_data,
+    default_pruner,
     epochs_done,
     hypervolume,
     load_run,
@@ -60,7 +61,7 @@ from _common import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.pruning import make_pruner
+from nas.search import DEFAULT_EPOCHS
 
 CHECKPOINTS = (0.25, 0.5, 0.75, 1.0)
 
@@ -68,8 +69,10 @@ CHECKPOINTS = (0.25, 0.5, 0.75, 1.0)
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--budget", type=float, default=2.4, help="epochs trained per run")
-    p.add_argument("--epochs", type=float, default=0.1, help="per-trial budget (4 rungs)")
+    p.add_argument("--budget", type=float, default=3.0, help="epochs trained per run")
+    p.add_argument(
+        "--epochs", type=float, default=DEFAULT_EPOCHS["image"], help="per-trial budget (4 rungs)"
+    )
     p.add_argument("--space", default="attention_cnn")
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--val-size", type=int, default=1000, help="validation images scored")
@@ -163,7 +166,7 @@ def main() -> None:
             f"search-ours-s{seed}",
             data,
             sampler="tpe",
-            pruner=make_pruner("pareto", multi_objective=True),
+            pruner=default_pruner(data),
             on_trial=progress(f"ours   s{seed}"),
             **common,  # type: ignore[arg-type]
         )

@@ -36,7 +36,9 @@ OUT = ROOT / "bench" / "out"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="search time")
-    parser.add_argument("--epochs", type=float, default=2.0, help="per-trial epochs")
+    parser.add_argument(
+        "--epochs", type=float, help="per-trial epochs (default: the search's for text)"
+    )
     parser.add_argument("--retrain-epochs", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -56,8 +58,6 @@ def main() -> None:
         "10000",
         "--timeout",
         str(args.minutes * 60),
-        "--epochs",
-        str(args.epochs),
         "--storage",
         storage,
         "--study-name",
@@ -65,6 +65,8 @@ def main() -> None:
         "--seed",
         str(args.seed),
     ]
+    if args.epochs is not None:
+        search += ["--epochs", str(args.epochs)]
     subprocess.run(search, check=True, cwd=ROOT)
     searched = time.monotonic() - started
 

@@ -233,9 +233,8 @@ ATTEND = {
         # b = -log N keeps the summed weights O(1) at the start of training.
         y = torch.sigmoid(scores - math.log(k.shape[-2])) @ v""",
     "sigmoid_norm": """        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5{plus_bias}
-        weights = torch.sigmoid(scores)
-        weights = weights / weights.sum(dim=-1, keepdim=True)  # each row sums to 1
-        y = weights @ v""",
+        # sigmoid(s) / sum(sigmoid(s)), computed stably as softmax(log sigmoid(s)).
+        y = torch.softmax(F.logsigmoid(scores), dim=-1) @ v""",
 }
 
 SELF_ATTENTION_DOC = {

@@ -353,7 +353,9 @@ def retrain(
     empty = Split(loaded.val.x[:0], loaded.val.y[:0])  # a retrain has no validation
     data = dataclasses.replace(loaded, train=loaded.full_train(), val=empty)
     model = build_model(spec, seed=seed).to(device)
-    config = TrainConfig(epochs=epochs, seed=seed, report_every=None, flip=data.flip)
+    config = TrainConfig.for_task(
+        data.task.kind, epochs=epochs, seed=seed, report_every=None, flip=data.flip
+    )
     result = train(model, data, config, device=device)
     if result.status == "nan":
         raise ExportError("retraining diverged (NaN loss); try fewer --epochs or another trial")

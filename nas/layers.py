@@ -202,8 +202,9 @@ def attend(
     if normalization == "sigmoid":
         return torch.sigmoid(scores - math.log(k.shape[-2])) @ v
     if normalization == "sigmoid_norm":
-        weights = torch.sigmoid(scores)
-        return (weights / weights.sum(dim=-1, keepdim=True)) @ v
+        # σ(s_i) / Σ_j σ(s_j) is softmax(log σ(s)): the same weights, but a row whose
+        # scores are all far below zero no longer sums to 0 (0/0 = NaN in training).
+        return torch.softmax(F.logsigmoid(scores), dim=-1) @ v
     raise ValueError(f"unknown attention normalization {normalization!r}")
 
 

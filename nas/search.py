@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import pruning
 from nas.data import DATASETS, load_data, task_for
-from nas.objective import STEPS_PER_EPOCH, Limits, Objective
+from nas.objective import Limits, Objective, first_judged_step
 from nas.space import check_task, default_space, load_space
 from nas.study import (
     OBJECTIVE_SETS,
@@ -44,14 +44,16 @@ from nas.study import (
     requeue,
     slot_lock,
 )
-from nas.task import Task
+from nas.task import Task, TaskKind
 from nas.text import is_text_name
 from nas.train import TrainConfig
 
-# Per-trial budget. Measured: at 0.3 epochs, 25 trials (11 pruned) took 30 minutes on
-# this 2-core CPU while other jobs loaded it (load average ~2); half that budget aims at
-# `python -m nas.search --trials 100` in about an hour there, less on a quiet machine.
-DEFAULT_EPOCHS = 0.15
+# Per-trial budget by task kind. Images, measured: at 0.3 epochs, 25 trials (11 pruned)
+# took 30 minutes on this 2-core CPU while other jobs loaded it (load average ~2); half
+# that budget aims at `python -m nas.search --trials 100` in about an hour there, less on
+# a quiet machine. Text: a trial of 2 epochs on the 22k short texts of bench/text.py
+# takes 5-25 s, and validation accuracy still rose from 2 to 4 epochs.
+DEFAULT_EPOCHS: dict[TaskKind, float] = {"image": 0.15, "text": 2.0}
 BASELINES = ("seed_cnn", "resnet")
 
 
@@ -110,8 +112,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--epochs",
         type=float,
-        default=DEFAULT_EPOCHS,
-        help=f"training budget per trial in epochs (default {DEFAULT_EPOCHS})",
+        help="training budget per trial in epochs (default "
+        + ", ".join(f"{e:g} for {kind}s" for kind, e in DEFAULT_EPOCHS.items())
+        + ")",
     )
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db)")
     p.add_argument("--study-name", help="default: <space>-<dataset>")
@@ -192,8 +195,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         )
     if args.trials < 1:
         raise ValueError(f"--trials must be at least 1, got {args.trials}")
-    if not args.epochs > 0:
-        raise ValueError(f"--epochs must be positive, got {args.epochs}")
+    epochs = DEFAULT_EPOCHS[task.kind] if args.epochs is None else args.epochs
+    if not epochs > 0:
+        raise ValueError(f"--epochs must be positive, got {epochs}")
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     if args.latency_threads < 0:
@@ -217,7 +221,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         space=space,
         dataset=args.dataset,
         data_dir=args.data_dir,
-        epochs=args.epochs,
+        epochs=epochs,
         storage=storage,
         study_name=study_name,
         objectives=objectives,
@@ -239,13 +243,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-def build_study(s: Settings, worker: int = 0) -> optuna.Study:
+def build_study(s: Settings, worker: int = 0, n_warmup_steps: int = 0) -> optuna.Study:
     multi = len(s.objectives) > 1
     sampler = make_sampler(s.sampler, s.seed + worker, multi)
-    # Judge from the second rung on: the first-rung ranks of brief one-cycle runs cross
-    # later (bench/pruning.py: pruning at the first rung lost the most accurate trial).
-    warmup = round(STEPS_PER_EPOCH * s.epochs / 2)
-    pruner = pruning.make_pruner(s.pruner, multi, n_warmup_steps=warmup)
+    pruner = pruning.make_pruner(s.pruner, multi, n_warmup_steps=n_warmup_steps)
     text = is_text_name(s.dataset)
     # Workers starting together on a new database would race to create its tables.
     with slot_lock(s.storage, s.study_name):
@@ -277,7 +278,6 @@ def run_worker(
 ) -> None:
     """Run trials until the study holds ``s.trials`` finished ones (or time runs out)."""
     torch.set_num_threads(s.threads)
-    study = build_study(s, worker)
     data = load_data(
         s.dataset,
         device=s.device,
@@ -286,6 +286,18 @@ def run_worker(
         text_column=s.text_column,
         label_column=s.label_column,
     )
+    train_config = TrainConfig.for_task(
+        data.task.kind,
+        epochs=s.epochs,
+        report_every=s.epochs / 4,
+        # Evaluation batches of 256: 1024 maps of 28×28 attention scores took 22.8 GiB.
+        eval_batch_size=256,
+        # Rungs on 2,000 validation images, the end on all: scoring four rungs on the
+        # whole split cost more than 0.3 epochs of training on Fashion-MNIST.
+        rung_val_size=2000,
+    )
+    warmup = first_judged_step(len(data.train.y), train_config.batch_size)
+    study = build_study(s, worker, n_warmup_steps=warmup)
     if "mean" not in study.user_attrs:  # the export writes them into model.py
         study.set_user_attr("mean", list(data.mean))
         study.set_user_attr("std", list(data.std))
@@ -293,15 +305,7 @@ def run_worker(
         suggest=load_space(s.space).suggest,
         data=data,
         objectives=s.objectives,
-        # Evaluation batches of 256: 1024 maps of 28×28 attention scores took 22.8 GiB.
-        train_config=TrainConfig(
-            epochs=s.epochs,
-            report_every=s.epochs / 4,
-            eval_batch_size=256,
-            # Rungs on 2,000 validation images, the end on all: scoring four rungs on the
-            # whole split cost more than 0.3 epochs of training on Fashion-MNIST.
-            rung_val_size=2000,
-        ),
+        train_config=train_config,
         limits=s.limits,
         latency_device=s.latency_device,
         latency_batch=s.latency_batch,

@@ -59,6 +59,16 @@ def test_sigmoid_norm_is_sigmoid_then_row_normalised() -> None:
     torch.testing.assert_close(w.sum(-1), torch.ones(1, 2, 5))
 
 
+def test_sigmoid_norm_survives_rows_of_very_negative_scores() -> None:
+    # σ(-200) underflows to 0 in float32, so a plain σ / Σσ gives 0/0 = NaN: it stopped
+    # text trials trained with AdamW. The weights must stay finite (uniform here).
+    q = torch.full((1, 1, 3, 4), 20.0)
+    k = torch.full((1, 1, 5, 4), -20.0)
+    w = weights_of("sigmoid_norm", q, k)
+    assert torch.isfinite(w).all()
+    torch.testing.assert_close(w, torch.full_like(w, 1 / 5))
+
+
 def test_hand_checked_two_by_two() -> None:
     # d = 1, q = [1, 0], k = [0, 2]: scores = [[0, 2], [0, 0]].
     q = torch.tensor([1.0, 0.0]).reshape(1, 1, 2, 1)

@@ -508,3 +508,14 @@ def test_make_pruner_refuses_optuna_pruners_in_multi_objective_studies(name: str
 def test_make_pruner_refuses_unknown_names() -> None:
     with pytest.raises(ValueError, match=r"unknown pruner 'asha'.*pareto, hyperband"):
         make_pruner("asha", True)
+
+
+def test_first_judged_step_is_after_32_optimiser_steps() -> None:
+    from nas.objective import MIN_STEPS_JUDGED, STEPS_PER_EPOCH, first_judged_step
+
+    # Fashion-MNIST's 54,000 training images in batches of 128: 32 steps = 0.076 epoch.
+    assert first_judged_step(54_000, 128) == 8
+    step = first_judged_step(21_905, 128)  # the text demo corpus: 0.187 epoch
+    assert step == 19
+    assert (step - 1) / STEPS_PER_EPOCH * 21_905 / 128 < MIN_STEPS_JUDGED
+    assert step / STEPS_PER_EPOCH * 21_905 / 128 >= MIN_STEPS_JUDGED

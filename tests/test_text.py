@@ -630,7 +630,7 @@ def test_search_on_a_text_dataset_uses_manet_text_and_records_the_vocabulary_inp
 
     import optuna
 
-    from nas.search import build_study, parse_args, settings_from
+    from nas.search import DEFAULT_EPOCHS, build_study, parse_args, settings_from
     from nas.spec import ArchSpec
     from nas.study import StudyError, make_storage
 
@@ -655,6 +655,9 @@ def test_search_on_a_text_dataset_uses_manet_text_and_records_the_vocabulary_inp
     shutil.copy(text_study.storage.removeprefix("sqlite:///"), copy)
     common = ["--dataset", text_study.dataset, "--storage", f"sqlite:///{copy}"]
     common += ["--study-name", text_study.name]
+    # Text trials train whole epochs by default (an image search's 0.15 would be a few steps).
+    assert settings_from(parse_args(common)).epochs == DEFAULT_EPOCHS["text"] == 2.0
+    assert settings_from(parse_args([*common, "--epochs", "0.5"])).epochs == 0.5
     with pytest.raises(StudyError, match=f"created with --seed {TEXT_SEED}, got 4"):
         build_study(settings_from(parse_args([*common, "--seed", "4"])))
     # Image spaces and hand designs do not take token ids.

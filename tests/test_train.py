@@ -307,3 +307,13 @@ def test_bf16_autocast_trains() -> None:
 def test_bad_config_is_refused(field: str, value: object, match: str) -> None:
     with pytest.raises((TrainConfigError, aug.AugmentError), match=match):
         TrainConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_task_defaults_set_adamw_for_text_and_yield_to_given_fields() -> None:
+    image = TrainConfig.for_task("image", epochs=3)
+    assert image == TrainConfig(epochs=3)
+    text = TrainConfig.for_task("text", epochs=2)
+    assert (text.optimizer, text.lr, text.weight_decay) == ("adamw", 0.01, 0.0)
+    assert TrainConfig.for_task("text", lr=0.003).lr == 0.003
+    with pytest.raises(KeyError):
+        TrainConfig.for_task("audio")  # type: ignore[arg-type]
