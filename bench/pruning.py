@@ -2,7 +2,7 @@
 
 Reproduce (about an hour on the shared 2-core CPU with one thread; ``--quick``: ~5)::
 
-    .venv/bin/python bench/pruning.py                       # 32 trials × 0.3 epoch, eta 3
+    .venv/bin/python bench/pruning.py                       # 48 trials × 0.3 epoch, eta 3
     .venv/bin/python bench/pruning.py --epochs 0.1 --trials 24 --warmup 5
     .venv/bin/python bench/pruning.py --quick
 
@@ -71,7 +71,7 @@ from nas.pruning import ParetoPruner
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--trials", type=int, default=32)
+    p.add_argument("--trials", type=int, default=48)
     p.add_argument("--epochs", type=float, default=0.3, help="per-trial budget (4 rungs)")
     p.add_argument("--sampler", default="random", choices=("random", "tpe", "nsga2"))
     p.add_argument("--seed", type=int, default=0)

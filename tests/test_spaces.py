@@ -194,4 +194,4 @@ def test_cli_samples_manet_text_on_its_example_task() -> None:
     assert all(r["flops"] > 0 for r in rows)
     readable = run_cli("manet_text", "--sample", "2").stdout.splitlines()
     assert len(readable) == 2 and all(" embed" in line for line in readable)
-    assert "embed.dim" in run_cli("manet_text", "--describe").stdout
+    assert "embed.width" in run_cli("manet_text", "--describe").stdout
