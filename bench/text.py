@@ -41,6 +41,7 @@ def main() -> None:
     )
     parser.add_argument("--retrain-epochs", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="the search's --threads (default its own)")
     args = parser.parse_args()
 
     if not DEFAULT_CSV.exists():
@@ -67,10 +68,17 @@ def main() -> None:
     ]
     if args.epochs is not None:
         search += ["--epochs", str(args.epochs)]
+    if args.threads is not None:
+        search += ["--threads", str(args.threads)]
     subprocess.run(search, check=True, cwd=ROOT)
     searched = time.monotonic() - started
 
+    import torch
+
     from nas.export import retrain
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     from nas.spec import ArchSpec
     from nas.study import load_existing_study
 

@@ -149,6 +149,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per worker (default: the cores split between the workers; "
+        "1 beside other busy processes, where a thread waiting for a core stalls the rest)",
+    )
     p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     p.add_argument(
         "--enqueue-baselines",
@@ -214,7 +220,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     storage = args.storage or f"sqlite:///studies/{study_name}.db"
     check_storage_url(storage)
     pruning.make_pruner(args.pruner or "pareto", multi_objective=len(objectives) > 1)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     return Settings(
         trials=args.trials,
         timeout=args.timeout,

@@ -149,6 +149,7 @@ def test_stopped_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path, sig:
         (("--dataset", "imagenet"), "imagenet"),
         (("--objectives", "speed"), "unknown --objectives 'speed'"),
         (("--storage", "notaurl"), "malformed storage URL 'notaurl'"),
+        (("--threads", "0"), "--threads must be at least 1, got 0"),
         (("--storage", "postgresql://"), "storage"),
     ],
 )
