@@ -75,12 +75,15 @@ class Run:
     name: str
     study: optuna.Study
     wall_s: float
+    first: int | None = None  # only trials numbered below this (a run cut short)
 
     @property
     def trials(self) -> list[FrozenTrial]:
         """Finished trials (COMPLETE, PRUNED, FAIL) in the order they ran."""
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         trials = self.study.get_trials(deepcopy=False, states=finished)
+        if self.first is not None:
+            trials = [t for t in trials if t.number < self.first]
         return sorted(trials, key=lambda t: t.number)
 
     def epochs(self) -> float:

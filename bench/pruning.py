@@ -45,6 +45,7 @@ Prints both runs, the replay grid, then ``hv_lost`` and, last, ``compute_saved: 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from _common import (
     epochs_done,
     first_judged,
     hypervolume,
+    load_run,
     points,
     progress,
     quiet,
@@ -89,6 +91,12 @@ def parse_args() -> argparse.Namespace:
     # measured at 10-100x their quiet value (oversubscribed cores), which reorders peers.
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--quick", action="store_true", help="smoke run: 8 trials, 0.04 epoch")
+    p.add_argument(
+        "--reuse-unpruned",
+        action="store_true",
+        help="take the unpruned run's first --trials trials from bench/out/pruning-none.db "
+        "(a run cut short; same seed and settings) instead of running it again",
+    )
     args = p.parse_args()
     if args.quick:
         args.trials, args.epochs, args.val_size = 8, 0.04, 300
@@ -165,6 +173,15 @@ def replay_grid(base: Run, warmup: int) -> list[tuple[object, ...]]:
     return rows
 
 
+def first_trials(run: Run, n: int) -> Run:
+    """``run`` cut to its first ``n`` trials; its wall time is theirs."""
+    cut = dataclasses.replace(run, first=n)
+    if len(cut.trials) < n:
+        raise SystemExit(f"{run.name} has {len(cut.trials)} finished trials of the first {n}")
+    wall = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in cut.trials)  # type: ignore[operator]
+    return dataclasses.replace(cut, wall_s=wall)
+
+
 # ------------------------------------------------------------------------ main
 
 
@@ -176,15 +193,19 @@ def main() -> None:
     warmup = first_judged(data) if args.warmup is None else args.warmup
     pruner = ParetoPruner(args.eta, args.min_peers, warmup)
     print(f"{args.trials} trials × {args.epochs} epoch, sampler {args.sampler} seed {args.seed}")
-    print("run 1/2: no pruning", flush=True)
-    base = run_search(
-        "pruning-none",
-        data,
-        pruner=optuna.pruners.NopPruner(),
-        trials=args.trials,
-        on_trial=progress("none  "),
-        **common,  # type: ignore[arg-type]
-    )
+    if args.reuse_unpruned:
+        base = first_trials(load_run("pruning-none"), args.trials)
+        print(f"run 1/2: no pruning, the first {args.trials} trials of bench/out/pruning-none.db")
+    else:
+        print("run 1/2: no pruning", flush=True)
+        base = run_search(
+            "pruning-none",
+            data,
+            pruner=optuna.pruners.NopPruner(),
+            trials=args.trials,
+            on_trial=progress("none  "),
+            **common,  # type: ignore[arg-type]
+        )
     print(f"run 2/2: {pruner!r}", flush=True)
     pruned = run_search(
         "pruning-pareto",
