@@ -97,6 +97,9 @@ def start_and_stop_mid_trial(tmp_path: Path, name: str, sig: int) -> tuple[list[
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        # A shell ignores SIGINT in the jobs it runs in the background, and the search
+        # would inherit that (Python installs no Ctrl-C handler then): restore it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     db = tmp_path / f"{name}.db"
     deadline = time.monotonic() + 300
