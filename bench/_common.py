@@ -122,6 +122,7 @@ def run_search(
         space=space,
         dataset=data.task.name,
     )
+    study.set_user_attr("pruner", bench_pruner_name(pruner))
     if enqueue_baselines:
         for baseline in BASELINES:
             study.enqueue_trial({}, user_attrs={"baseline": baseline})
@@ -150,6 +151,13 @@ def run_search(
     wall_s = time.perf_counter() - start
     study.set_user_attr("bench_wall_s", wall_s)
     return Run(name, study, wall_s)
+
+
+def bench_pruner_name(pruner: optuna.pruners.BasePruner) -> str:
+    """The pruner with its settings where its repr shows them (ParetoPruner's does)."""
+    if type(pruner).__repr__ is object.__repr__:
+        return type(pruner).__name__
+    return repr(pruner)
 
 
 def first_judged(data: Data) -> int:

@@ -2,17 +2,24 @@
 
 Reproduce (about an hour on the shared 2-core CPU with one thread; ``--quick``: ~5)::
 
-    .venv/bin/python bench/pruning.py                       # 48 trials × 0.3 epoch, eta 3
+    .venv/bin/python bench/pruning.py                       # 48 trials × 0.3 epoch
     .venv/bin/python bench/pruning.py --epochs 0.1 --trials 24 --warmup 5
     .venv/bin/python bench/pruning.py --quick
+
+    # the two searches side by side, one core and one lock folder each (so neither waits
+    # for the other's training to measure latency), then the comparison:
+    NAS_LOCK_DIR=/tmp/core0 taskset -c 0 .venv/bin/python bench/pruning.py --only none &
+    NAS_LOCK_DIR=/tmp/core1 taskset -c 1 .venv/bin/python bench/pruning.py --only pareto
+    wait
+    .venv/bin/python bench/pruning.py --reuse
 
 Two real searches of the default space (``attention_cnn``) on Fashion-MNIST with the
 search's default limits (over the FLOPs cap: recorded, never trained), each in its own
 SQLite study under ``bench/out/``: ``--trials`` trials of ``--epochs`` epochs each (rungs
 every quarter), scored on the first ``--val-size`` validation images, once with no pruner
-and once with ``ParetoPruner(--eta, --min-peers, --warmup)``; the warm-up defaults to the
-search's (``nas.objective.first_judged_step``: no judgement in the first 32 optimiser
-steps, where ranks are still noise).
+and once with ``ParetoPruner(--eta, --min-peers, --warmup)``, by default the search's
+pruner with the search's warm-up (``nas.objective.first_judged_step``: no judgement in
+the first 32 optimiser steps, where ranks are still noise).
 
 Why 0.3 epochs: rungs must rank for pruning to pay. Rank correlation of a rung's accuracy
 with the end's, measured here: at 0.1 epoch 0.32 / 0.54 / 0.86 at the three rungs; at 0.3
@@ -55,6 +62,7 @@ import optuna
 from _common import (
     Run,
     bench_data,
+    bench_pruner_name,
     epochs_done,
     first_judged,
     hypervolume,
@@ -80,8 +88,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--space", default="attention_cnn")
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--val-size", type=int, default=2000, help="validation images scored")
-    p.add_argument("--eta", type=float, default=3.0)
-    p.add_argument("--min-peers", type=int, default=4)
+    p.add_argument("--eta", type=float, help="default: ParetoPruner's, as the search uses")
+    p.add_argument("--min-peers", type=int, help="default: ParetoPruner's")
     p.add_argument(
         "--warmup",
         type=int,
@@ -92,10 +100,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--quick", action="store_true", help="smoke run: 8 trials, 0.04 epoch")
     p.add_argument(
-        "--reuse-unpruned",
+        "--only",
+        choices=("none", "pareto"),
+        help="run only this search (e.g. the two side by side on separate cores); "
+        "compare them afterwards with --reuse",
+    )
+    p.add_argument(
+        "--reuse",
         action="store_true",
-        help="take the unpruned run's first --trials trials from bench/out/pruning-none.db "
-        "(a run cut short; same seed and settings) instead of running it again",
+        help="run nothing: compare the first --trials trials of bench/out/pruning-none.db "
+        "and bench/out/pruning-pareto.db",
     )
     args = p.parse_args()
     if args.quick:
@@ -156,7 +170,7 @@ def replay_grid(base: Run, warmup: int) -> list[tuple[object, ...]]:
     steps = sorted({s for t in trials for s in t.intermediate_values})
     warmups = sorted({0, warmup, *([steps[1]] if len(steps) > 1 else [])})
     rows: list[tuple[object, ...]] = [("eta", "min_peers", "warmup", "pruned", "saved", "hv lost")]
-    for eta, min_peers, warmup in itertools.product((2, 3, 4, 6), (2, 4, 6), warmups):
+    for eta, min_peers, warmup in itertools.product((3, 6, 8), (1, 2, 4), warmups):
         spent, pruned = replay(trials, ParetoPruner(eta, min_peers, warmup))
         kept = points([t for t in trials if t.number not in pruned])
         hv = hypervolume(kept, ref)
@@ -191,30 +205,33 @@ def main() -> None:
     data = bench_data(args.dataset, args.val_size, seed=args.seed)
     common = dict(sampler=args.sampler, seed=args.seed, epochs=args.epochs, space=args.space)
     warmup = first_judged(data) if args.warmup is None else args.warmup
-    pruner = ParetoPruner(args.eta, args.min_peers, warmup)
-    print(f"{args.trials} trials × {args.epochs} epoch, sampler {args.sampler} seed {args.seed}")
-    if args.reuse_unpruned:
-        base = first_trials(load_run("pruning-none"), args.trials)
-        print(f"run 1/2: no pruning, the first {args.trials} trials of bench/out/pruning-none.db")
-    else:
-        print("run 1/2: no pruning", flush=True)
-        base = run_search(
-            "pruning-none",
-            data,
-            pruner=optuna.pruners.NopPruner(),
-            trials=args.trials,
-            on_trial=progress("none  "),
-            **common,  # type: ignore[arg-type]
-        )
-    print(f"run 2/2: {pruner!r}", flush=True)
-    pruned = run_search(
-        "pruning-pareto",
-        data,
-        pruner=pruner,
-        trials=args.trials,
-        on_trial=progress("pareto"),
-        **common,  # type: ignore[arg-type]
+    defaults = ParetoPruner()
+    pruner = ParetoPruner(
+        defaults.eta if args.eta is None else args.eta,
+        defaults.min_peers if args.min_peers is None else args.min_peers,
+        warmup,
     )
+    print(f"{args.trials} trials × {args.epochs} epoch, sampler {args.sampler} seed {args.seed}")
+    runs: dict[str, Run] = {}
+    for i, (name, p) in enumerate((("none", optuna.pruners.NopPruner()), ("pareto", pruner))):
+        if args.reuse:
+            runs[name] = first_trials(load_run(f"pruning-{name}"), args.trials)
+            used = runs[name].study.user_attrs.get("pruner", "?")
+            print(f"run {i + 1}/2: {used}, the first {args.trials} trials of pruning-{name}.db")
+        elif args.only in (None, name):
+            print(f"run {i + 1}/2: {bench_pruner_name(p)}", flush=True)
+            runs[name] = run_search(
+                f"pruning-{name}",
+                data,
+                pruner=p,
+                trials=args.trials,
+                on_trial=progress(f"{name:6s}"),
+                **common,  # type: ignore[arg-type]
+            )
+    if len(runs) < 2:
+        print("\ncompare the two runs with the same options and --reuse")
+        return
+    base, pruned = runs["none"], runs["pareto"]
 
     pts_base, pts_pruned = points(base.trials), points(pruned.trials)
     ref = reference_point(pts_base, pts_pruned)

@@ -213,8 +213,8 @@ class ParetoPruner(optuna.pruners.BasePruner):
     Consequences, all deliberate:
 
     - a trial faster than every other has no peers, so it is never pruned;
-    - fewer than ``min_peers`` peers at every step up to ``s``: never pruned (a quantile of
-      two or three values is noise), so the first trials of a study always finish;
+    - fewer than ``min_peers`` peers at every step up to ``s``: never pruned (one faster
+      peer's curve alone is too thin a case), so the first trials of a study always finish;
     - a trial with no usable ``latency_ms`` (single-objective runs, a failed measurement)
       is never pruned: it cannot be placed on the latency axis;
     - a NaN value is pruned at once, at any step and whatever the peers: the loss diverged
@@ -237,11 +237,14 @@ class ParetoPruner(optuna.pruners.BasePruner):
 
     **Use.** Report at a few rungs (every quarter of the budget, say) and do not ask after
     the last one: pruning a trial that has finished training saves nothing and only drops
-    it from the front. The defaults (``eta=3``, ``min_peers=4``, no warm-up) come from a
-    synthetic replay of 100-trial studies with four rungs, where they saved about 40-47%
-    of training compute for 0.2-1.3% of hypervolume; the loss grows with how much slower
-    bigger networks start (curves crossing). Raise ``n_warmup_steps`` past the first rung
-    if real curves cross more; raise ``eta`` if they rank early and savings fall short.
+    it from the front. The defaults (``eta=6``, ``min_peers=2``) come from replaying the
+    pruner over the learning curves of five unpruned random searches of the default
+    space on Fashion-MNIST (14-42 trained trials, 0.15 and 0.3 epoch per trial, judged
+    from 32 optimiser steps on, ``bench/pruning.py``): hypervolume lost was 0-0.23% for
+    every setting tried from ``eta=3, min_peers=4`` (the earlier default, 5-21% saved) to
+    plain dominance (``min_peers=1``, one better faster peer: 25-37% saved), so curves that
+    are behind a faster trial's at 32 steps rarely overtake it; ``eta=6, min_peers=2``
+    saved 20-30%. Savings grow with the study: more trials, more faster peers.
 
     Args:
         eta: Keep the top ``1/eta`` of the peer group at each judged step; ``>= 1``.
@@ -255,8 +258,8 @@ class ParetoPruner(optuna.pruners.BasePruner):
 
     def __init__(
         self,
-        eta: float = 3.0,
-        min_peers: int = 4,
+        eta: float = 6.0,
+        min_peers: int = 2,
         n_warmup_steps: int = 0,
         *,
         latency_key: str = LATENCY_ATTR,

@@ -5,8 +5,9 @@
     python -m nas.search --trials 40 --jobs 2 --storage postgresql://me@db/nas
 
 ``--trials N`` is the number of finished trials the study should hold; running the same
-command again continues the study. Ctrl-C stops after marking the running trial (it is
-queued again for the next run).
+command again continues the study. Ctrl-C, or ``kill PID`` (SIGTERM: what ``timeout``
+and job schedulers send), stops after marking the running trial (it is queued again for
+the next run).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import contextlib
 import math
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
@@ -373,8 +377,58 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
 
 def _worker_main(s: Settings, worker: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    _stop_on_signals()
     with contextlib.suppress(KeyboardInterrupt):  # the parent reports the interruption
         run_worker(s, worker)
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """Make SIGTERM stop this process as Ctrl-C does, and either signal do it only once.
+
+    The first SIGINT or SIGTERM raises ``KeyboardInterrupt``, which marks the running
+    trial and queues it again; later ones are ignored, so a second Ctrl-C or a scheduler's
+    repeated SIGTERM cannot cut that bookkeeping short. SIGINT stays ignored where it was
+    (a shell's background job). Returns the handlers it replaced.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous: dict[int, Any] = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    signal.signal(signal.SIGTERM, stop)
+    if previous[signal.SIGINT] is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, stop)
+    return previous
+
+
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, with the signal: the exit status is 128 + it, as shells report."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_workers(procs: list[multiprocessing.process.BaseProcess]) -> None:
+    """After the parent was stopped: stop the workers the signal did not reach too.
+
+    Ctrl-C reaches the whole process group; ``kill PID`` only the parent. Workers still
+    running after a moment get SIGTERM, and each marks and re-queues its trial.
+    """
+    deadline = time.monotonic() + 3
+    for proc in procs:
+        proc.join(max(deadline - time.monotonic(), 0))
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        proc.join(60)
+        if proc.is_alive():  # stuck: its trial is failed by the heartbeat and retried
+            proc.kill()
 
 
 # ------------------------------------------------------------------------ reporting
@@ -419,30 +473,58 @@ def counts(study: optuna.Study) -> dict[str, int]:
 
 
 class Progress:
-    """A tqdm bar over finished trials with pruned/failed counts, best accuracy, front size."""
+    """Trials done of total, pruned/failed counts, best accuracy, front size, ETA.
+
+    On a terminal a tqdm bar; otherwise (a log file, ``nohup``, CI) one line per change,
+    since a bar redrawn every few seconds fills a log with carriage returns.
+    """
 
     def __init__(self, study: optuna.Study, total: int) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, unit="trial", dynamic_ncols=True, file=sys.stderr)
+        self.bar = tqdm(
+            total=total, unit="trial", dynamic_ncols=True, file=sys.stderr, disable=None
+        )
+        self.total = total
+        self.last = ""
+        self.started = time.monotonic()
+        self.first = finished_count(study)
         self.update(study)
 
     def update(self, study: optuna.Study) -> None:
         c = counts(study)
-        self.bar.n = min(finished_count(study), self.bar.total)
+        done = min(finished_count(study), self.total)
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         best = max((t.values[0] for t in complete), default=math.nan)
-        self.bar.set_postfix(
-            pruned=c["pruned"],
-            failed=c["fail"],
-            best=f"{best:.4f}",
-            front=len(front(study)) if complete else 0,
-            refresh=False,
+        size = len(front(study)) if complete else 0
+        if not self.bar.disable:
+            self.bar.n = done
+            self.bar.set_postfix(
+                pruned=c["pruned"], failed=c["fail"], best=f"{best:.4f}", front=size, refresh=False
+            )
+            self.bar.refresh()
+            return
+        line = (
+            f"{done}/{self.total} trials ({c['pruned']} pruned, {c['fail']} failed), "
+            f"best accuracy {best:.4f}, front {size}"
         )
-        self.bar.refresh()
+        if line == self.last:
+            return
+        self.last = line
+        elapsed = time.monotonic() - self.started
+        if done > self.first:
+            left = elapsed / (done - self.first) * (self.total - done)
+            line += f", {_clock(elapsed)} elapsed, about {_clock(left)} left"
+        print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -479,6 +561,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"limits (over them: pruned, not trained): {shown}", file=sys.stderr)
     progress = Progress(study, s.trials)
+    # Signal handlers can only be set from the main thread (main() may run in another).
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = _stop_on_signals() if in_main_thread else {}
+    procs: list[multiprocessing.process.BaseProcess] = []
     try:
         if s.jobs == 1:
             run_worker(s, 0, on_trial=progress.update)
@@ -492,19 +578,24 @@ def main(argv: list[str] | None = None) -> int:
                 progress.update(study)
             if any(proc.exitcode for proc in procs):
                 print("error: a worker process exited with an error", file=sys.stderr)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        _stop_workers(procs)
         progress.close()
         print(
             "\ninterrupted: the running trial is queued again; rerun the same command to continue",
             file=sys.stderr,
         )
-        return 130
+        return 128 + getattr(e, "signum", signal.SIGINT)
     except Exception as e:
         progress.close()
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)
     progress.update(study)
     progress.close()
     c = counts(study)

@@ -59,6 +59,8 @@ def test_search_completes_prints_front_and_resumes(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert "Pareto front (accuracy, latency)" in first.stdout
     assert "python -m nas.export" in first.stdout
+    # Not on a terminal: progress as plain lines, no bar redrawn with carriage returns.
+    assert "4/4 trials (" in first.stderr and "\r" not in first.stderr, first.stderr
     study = load(url, "s")
     assert finished_count(study) == 4
     numbers = {t.number for t in study.trials}
@@ -74,8 +76,13 @@ def test_search_completes_prints_front_and_resumes(tmp_path: Path) -> None:
         assert "torch" in a["device"]
 
 
-def start_and_stop_mid_trial(tmp_path: Path, name: str, sig: int) -> tuple[list[str], int]:
-    """Start a search, send ``sig`` once a trial is complete and the next is running."""
+def start_and_stop_mid_trial(
+    tmp_path: Path, name: str, sig: int, jobs: int = 1, whole_group: bool = True
+) -> tuple[list[str], int, int]:
+    """Start a search, send ``sig`` once a trial is complete and the next is running:
+    to its whole process group (as Ctrl-C in a terminal), or only to the search itself
+    (as ``kill PID``). Returns the search's arguments, exit status and process id (also
+    its process group's id)."""
     url = f"sqlite:///{tmp_path}/{name}.db"
     args = [
         "--trials",
@@ -90,6 +97,8 @@ def start_and_stop_mid_trial(tmp_path: Path, name: str, sig: int) -> tuple[list[
         name,
         "--space",
         "seed_cnn",
+        "--jobs",
+        str(jobs),
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "nas.search", *args],
@@ -116,20 +125,25 @@ def start_and_stop_mid_trial(tmp_path: Path, name: str, sig: int) -> tuple[list[
         # stops the search mid-trial (trial 2), not after its end.
         if states.count("COMPLETE") == 1 and "RUNNING" in states:
             break
-    os.killpg(proc.pid, sig)
-    return args, proc.wait(timeout=120)
+    if whole_group:
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
+    return args, proc.wait(timeout=120), proc.pid
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["SIGKILL", "Ctrl-C", "SIGTERM"]
+)
 def test_stopped_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path, sig: int) -> None:
     name = "k"
-    args, code = start_and_stop_mid_trial(tmp_path, name, sig)
+    args, code, _ = start_and_stop_mid_trial(tmp_path, name, sig)
     url = args[args.index("--storage") + 1]
     before = load(url, name)
     done_before = {t.number: t.values for t in before.trials if t.state == TrialState.COMPLETE}
     assert done_before
-    if sig == signal.SIGINT:
-        assert code == 130  # stopped cleanly: the running trial is marked and queued again
+    if sig != signal.SIGKILL:
+        assert code == 128 + sig  # stopped cleanly: the running trial is marked, queued again
         assert [t.state for t in before.trials].count(TrialState.WAITING) == 1
     else:
         assert any(t.state == TrialState.RUNNING for t in before.trials)
@@ -145,6 +159,38 @@ def test_stopped_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path, sig:
     retries = [t for t in after.trials if t.system_attrs.get("failed_trial") == stopped[0].number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE  # ... and rerun once
     assert len(after.trials) == 4
+
+
+def test_kill_pid_stops_every_worker_and_queues_their_trials(tmp_path: Path) -> None:
+    # `kill PID` reaches the parent only: it must stop its workers too, not orphan them.
+    name = "w"
+    args, code, pid = start_and_stop_mid_trial(
+        tmp_path, name, signal.SIGTERM, jobs=2, whole_group=False
+    )
+    assert code == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30  # multiprocessing's resource tracker exits last
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("processes of the stopped search are still running")
+    url = args[args.index("--storage") + 1]
+    before = load(url, name)
+    states = [t.state for t in before.trials]
+    assert TrialState.RUNNING not in states
+    assert states.count(TrialState.WAITING) == states.count(TrialState.FAIL) >= 1
+    done_before = {t.number: t.values for t in before.trials if t.state == TrialState.COMPLETE}
+
+    rerun = search(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    after = load(url, name)
+    assert finished_count(after) == 3
+    assert not {TrialState.RUNNING, TrialState.WAITING} & {t.state for t in after.trials}
+    for number, values in done_before.items():
+        assert after.trials[number].values == values
 
 
 @pytest.mark.parametrize(
