@@ -44,8 +44,8 @@ from nas.study import (
     make_storage,
     open_study,
     parse_objectives,
-    pending_count,
     requeue,
+    slot_counts,
     slot_lock,
 )
 from nas.task import Task, TaskKind
@@ -331,11 +331,11 @@ def run_worker(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-            finished = finished_count(study)
+            finished, running, waiting = slot_counts(study)
             if finished >= s.trials:
                 return
             trial = None
-            if finished + pending_count(study) < s.trials or _waiting(study):
+            if finished + running + waiting < s.trials or waiting:
                 with warnings.catch_warnings():
                     # Optuna warns that heartbeats are meant for Study.optimize: this loop
                     # runs them itself (run_trial), around its own slot lock.
@@ -347,10 +347,6 @@ def run_worker(
         run_trial(study, trial, objective)
         if on_trial is not None:
             on_trial(study)
-
-
-def _waiting(study: optuna.Study) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
@@ -414,14 +410,10 @@ class Stopped(KeyboardInterrupt):
 
 
 def _stop_workers(procs: list[multiprocessing.process.BaseProcess]) -> None:
-    """After the parent was stopped: stop the workers the signal did not reach too.
-
-    Ctrl-C reaches the whole process group; ``kill PID`` only the parent. Workers still
-    running after a moment get SIGTERM, and each marks and re-queues its trial.
+    """After the parent was stopped: stop its workers too, each marking and re-queueing
+    its trial. Ctrl-C reached them already (it signals the whole process group) and they
+    ignore this second signal; ``kill PID`` reached only the parent.
     """
-    deadline = time.monotonic() + 3
-    for proc in procs:
-        proc.join(max(deadline - time.monotonic(), 0))
     for proc in procs:
         if proc.is_alive() and proc.pid is not None:
             os.kill(proc.pid, signal.SIGTERM)

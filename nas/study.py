@@ -169,16 +169,22 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
 
 
 def finished_count(study: optuna.Study) -> int:
+    return slot_counts(study)[0]
+
+
+def slot_counts(study: optuna.Study) -> tuple[int, int, int]:
+    """Finished, running and waiting (queued) trials, from one read of the study.
+
+    Counted in separate reads, a trial another worker finishes in between is in neither
+    count, and one trial too many is asked for.
+    """
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(t.state in done and t.number not in retried for t in trials)
-
-
-def pending_count(study: optuna.Study) -> int:
-    """RUNNING and WAITING (queued) trials: slots already taken."""
-    states = (TrialState.RUNNING, TrialState.WAITING)
-    return len(study.get_trials(deepcopy=False, states=states))
+    finished = sum(t.state in done and t.number not in retried for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return finished, running, waiting
 
 
 def _lock_path(name: str) -> Path:

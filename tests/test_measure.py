@@ -21,9 +21,13 @@ SHAPE = (16, 24, 24)
 def _convs(width: int) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(16, width, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10),
+        nn.Conv2d(16, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, 10),
     )
 
 
@@ -78,8 +82,9 @@ def test_latency_fields_and_the_model_left_alone() -> None:
     model = _convs(8).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     threads = torch.get_num_threads()
-    lat = measure_latency(model, SHAPE, batch=4, threads=1, min_run_time=0.05,
-                          memory_format="channels_last")
+    lat = measure_latency(
+        model, SHAPE, batch=4, threads=1, min_run_time=0.05, memory_format="channels_last"
+    )
     assert lat.batch == 4 and lat.threads == 1 and lat.device == "cpu"
     assert lat.memory_format == "channels_last" and lat.precision == "fp32"
     assert lat.iqr_ms >= 0 and lat.runs >= 1

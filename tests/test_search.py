@@ -76,17 +76,28 @@ def test_search_completes_prints_front_and_resumes(tmp_path: Path) -> None:
         assert "torch" in a["device"]
 
 
+def test_two_workers_reach_exactly_n_trials(tmp_path: Path) -> None:
+    # One fixed design: both workers finish their trials almost together, which is when a
+    # count taken in two reads of the study missed a trial and asked for one too many.
+    url = f"sqlite:///{tmp_path}/j.db"
+    args = ("--dataset", "digits", "--epochs", "0.5", "--space", "seed_cnn", "--jobs", "2")
+    done = search("--trials", "12", "--storage", url, "--study-name", "j", *args)
+    assert done.returncode == 0, done.stderr
+    study = load(url, "j")
+    assert len(study.trials) == finished_count(study) == 12
+
+
 def start_and_stop_mid_trial(
     tmp_path: Path, name: str, sig: int, jobs: int = 1, whole_group: bool = True
 ) -> tuple[list[str], int, int]:
-    """Start a search, send ``sig`` once a trial is complete and the next is running:
-    to its whole process group (as Ctrl-C in a terminal), or only to the search itself
-    (as ``kill PID``). Returns the search's arguments, exit status and process id (also
-    its process group's id)."""
+    """Start a search of ``jobs + 2`` trials, send ``sig`` once a trial is complete and
+    every worker is running one: to its whole process group (as Ctrl-C in a terminal), or
+    only to the search itself (as ``kill PID``). Returns the search's arguments, exit
+    status and process id (also its process group's id)."""
     url = f"sqlite:///{tmp_path}/{name}.db"
     args = [
         "--trials",
-        "3",
+        str(jobs + 2),
         "--dataset",
         "digits",
         "--epochs",
@@ -112,8 +123,13 @@ def start_and_stop_mid_trial(
     )
     db = tmp_path / f"{name}.db"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+    while True:
         time.sleep(0.5)
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(
+                f"the search ended or stalled before it could be stopped: {proc.returncode}"
+            )
         if not db.exists():
             continue
         try:
@@ -121,9 +137,9 @@ def start_and_stop_mid_trial(
                 states = [s for (s,) in con.execute("SELECT state FROM trials")]
         except sqlite3.OperationalError:
             continue
-        # Trial 1 of 3 running: a poll that a loaded machine delays by a whole trial still
-        # stops the search mid-trial (trial 2), not after its end.
-        if states.count("COMPLETE") == 1 and "RUNNING" in states:
+        # With two trials to go after the first, a poll that a loaded machine delays by
+        # a whole trial still stops the search mid-trial, not after its end.
+        if states.count("COMPLETE") >= 1 and states.count("RUNNING") == jobs:
             break
     if whole_group:
         os.killpg(proc.pid, sig)
@@ -187,8 +203,9 @@ def test_kill_pid_stops_every_worker_and_queues_their_trials(tmp_path: Path) -> 
     rerun = search(*args)
     assert rerun.returncode == 0, rerun.stderr
     after = load(url, name)
-    assert finished_count(after) == 3
+    assert finished_count(after) == 4
     assert not {TrialState.RUNNING, TrialState.WAITING} & {t.state for t in after.trials}
+    assert len(after.trials) == 4 + states.count(TrialState.FAIL)  # retries, no surplus
     for number, values in done_before.items():
         assert after.trials[number].values == values
 
@@ -242,8 +259,9 @@ def make_objective(digits, suggest, **changes) -> Objective:  # type: ignore[no-
     )
 
 
-def test_failures_are_recorded_with_reasons_and_the_study_goes_on(digits) -> None:  # type: ignore[no-untyped-def]
-    storage = make_storage("sqlite:///:memory:")
+def test_failures_are_recorded_with_reasons_and_the_study_goes_on(digits, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A file, not :memory: — the heartbeat thread opens its own connection.
+    storage = make_storage(f"sqlite:///{tmp_path}/f.db")
     study = optuna.create_study(
         storage=storage, directions=["maximize", "minimize"], pruner=make_pruner("pareto", True)
     )
