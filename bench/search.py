@@ -115,15 +115,19 @@ def epochs_to_reach(trials: Sequence[FrozenTrial], target: float, ref: tuple[flo
 
 def baseline_row(run: Run) -> tuple[object, ...]:
     complete = [t for t in run.trials if t.state == TrialState.COMPLETE]
-    by_name = {t.user_attrs.get("baseline"): t for t in complete}
+    by_name = {t.user_attrs.get("baseline"): t for t in run.trials}
 
     def show(name: str) -> str:
         t = by_name.get(name)
-        return f"{t.values[0]:.4f} @ {t.values[1]:.2f} ms" if t else "n/a"
+        if t is None:
+            return "n/a"
+        if t.state != TrialState.COMPLETE:  # e.g. "over budget, not trained"
+            return str(t.user_attrs.get("reason", t.state.name)).split(":")[0]
+        return f"{t.values[0]:.4f} @ {t.values[1]:.2f} ms"
 
     seed_cnn = by_name.get("seed_cnn")
     best = "n/a"
-    if seed_cnn is not None:
+    if seed_cnn is not None and seed_cnn.state == TrialState.COMPLETE:
         fast = [
             t
             for t in complete

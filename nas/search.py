@@ -22,13 +22,14 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import pruning
@@ -327,20 +328,28 @@ def run_worker(
     )
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
     while deadline is None or time.monotonic() < deadline:
-        with slot_lock(s.storage, s.study_name):
+        trial = None
+        # Asked for, a trial is RUNNING before its heartbeat starts: stopped in between,
+        # it would stay RUNNING with no heartbeat to go stale, and a rerun wait on it.
+        with _signals_held() as held, slot_lock(s.storage, s.study_name):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
             finished, running, waiting = slot_counts(study)
-            if finished >= s.trials:
-                return
-            trial = None
-            if finished + running + waiting < s.trials or waiting:
+            if finished < s.trials and (finished + running + waiting < s.trials or waiting):
                 with warnings.catch_warnings():
                     # Optuna warns that heartbeats are meant for Study.optimize: this loop
                     # runs them itself (run_trial), around its own slot lock.
                     warnings.simplefilter("ignore", UserWarning)
                     trial = study.ask()
+                if is_heartbeat_enabled(study._storage):
+                    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+        if held:
+            if trial is not None:
+                _requeue_interrupted(study, trial, signal.Signals(held[0]).name)
+            raise Stopped(held[0])
+        if finished >= s.trials:
+            return
         if trial is None:  # the last slots are running elsewhere: wait for them
             time.sleep(2)
             continue
@@ -351,24 +360,25 @@ def run_worker(
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
     """Run one trial and tell the study; failures are recorded, never raised."""
-    from optuna.storages._heartbeat import get_heartbeat_thread  # Optuna's own heartbeat
-
-    with get_heartbeat_thread(trial._trial_id, study._storage):
-        try:
+    try:  # around the heartbeat too: a stop while it starts still marks the trial
+        with get_heartbeat_thread(trial._trial_id, study._storage):
             values = objective(trial)
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-        except KeyboardInterrupt:
-            trial.set_user_attr("reason", "interrupted (Ctrl-C); queued again")
-            frozen = study.tell(trial, state=TrialState.FAIL)
-            requeue(study, frozen)
-            raise
-        except Exception as e:  # recorded with its reason; the study goes on
-            if "reason" not in trial.user_attrs:
-                trial.set_user_attr("reason", f"{e.__class__.__name__}: {e}")
-            study.tell(trial, state=TrialState.FAIL)
-        else:
-            study.tell(trial, values)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+    except KeyboardInterrupt as e:
+        _requeue_interrupted(study, trial, str(e) or "SIGINT")
+        raise
+    except Exception as e:  # recorded with its reason; the study goes on
+        if "reason" not in trial.user_attrs:
+            trial.set_user_attr("reason", f"{e.__class__.__name__}: {e}")
+        study.tell(trial, state=TrialState.FAIL)
+    else:
+        study.tell(trial, values)
+
+
+def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial, signal_name: str) -> None:
+    trial.set_user_attr("reason", f"interrupted ({signal_name}); queued again")
+    requeue(study, study.tell(trial, state=TrialState.FAIL))
 
 
 def _worker_main(s: Settings, worker: int) -> None:
@@ -390,7 +400,10 @@ def _stop_on_signals() -> dict[int, Any]:
     def stop(signum: int, frame: object) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-        raise Stopped(signum)
+        if _held is not None:
+            _held.append(signum)
+        else:
+            raise Stopped(signum)
 
     previous: dict[int, Any] = {
         sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
@@ -399,6 +412,22 @@ def _stop_on_signals() -> dict[int, Any]:
     if previous[signal.SIGINT] is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, stop)
     return previous
+
+
+# While a worker asks for a trial, the stop signal it receives (set by _signals_held).
+_held: list[int] | None = None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """Hold back the stop that ``_stop_on_signals`` raises until this block has ended:
+    the list it yields then holds the signal, for the caller to stop on."""
+    global _held
+    _held = []
+    try:
+        yield _held
+    finally:
+        _held = None
 
 
 class Stopped(KeyboardInterrupt):

@@ -189,9 +189,10 @@ def slot_counts(study: optuna.Study) -> tuple[int, int, int]:
 
 def _lock_path(name: str) -> Path:
     # Machine-wide by default; NAS_LOCK_DIR gives a group of processes (a test session)
-    # locks of their own.
-    folder = os.environ.get("NAS_LOCK_DIR") or tempfile.gettempdir()
-    return Path(folder) / f"nas-{os.getuid()}-{name}.lock"
+    # locks of their own; the folder is made if missing (else every trial would fail).
+    folder = Path(os.environ.get("NAS_LOCK_DIR") or tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"nas-{os.getuid()}-{name}.lock"
 
 
 @contextlib.contextmanager

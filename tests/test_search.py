@@ -17,9 +17,9 @@ from optuna.trial import TrialState
 from nas.data import load_data
 from nas.objective import Limits, Objective
 from nas.pruning import make_pruner
-from nas.search import run_trial
+from nas.search import Stopped, _stop_on_signals, parse_args, run_trial, run_worker, settings_from
 from nas.space import load_space
-from nas.study import finished_count, make_storage
+from nas.study import finished_count, make_storage, measurement_lock, training_lock
 from nas.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +208,50 @@ def test_kill_pid_stops_every_worker_and_queues_their_trials(tmp_path: Path) -> 
     assert len(after.trials) == 4 + states.count(TrialState.FAIL)  # retries, no surplus
     for number, values in done_before.items():
         assert after.trials[number].values == values
+
+
+def test_a_stop_while_asking_marks_the_new_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Asked for, a trial is RUNNING before its heartbeat starts. A stop arriving then
+    # must still mark it and queue it again: left RUNNING with no heartbeat to go stale,
+    # it would never be failed, and a rerun would wait on it forever.
+    url = f"sqlite:///{tmp_path}/a.db"
+    common = ["--dataset", "digits", "--epochs", "0.1", "--storage", url, "--study-name", "a"]
+    s = settings_from(parse_args(["--trials", "2", *common]))
+    ask = optuna.Study.ask
+
+    def ask_then_stop(self: optuna.Study) -> optuna.Trial:
+        trial = ask(self)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # the handler runs here
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", ask_then_stop)
+    previous = _stop_on_signals()
+    try:
+        with pytest.raises(Stopped):
+            run_worker(s)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    trials = load(url, "a").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs["reason"] == "interrupted (SIGTERM); queued again"
+    monkeypatch.undo()
+    run_worker(s)  # the rerun finishes without waiting on anything
+    assert finished_count(load(url, "a")) == 2
+
+
+def test_locks_make_a_missing_lock_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Else every trial fails on opening its lock file.
+    folder = tmp_path / "not" / "there"
+    monkeypatch.setenv("NAS_LOCK_DIR", str(folder))
+    with measurement_lock():
+        pass
+    with training_lock():
+        pass
+    assert folder.is_dir()
 
 
 @pytest.mark.parametrize(
