@@ -53,12 +53,13 @@ from nas.task import Task, TaskKind
 from nas.text import is_text_name
 from nas.train import TrainConfig
 
-# Per-trial budget by task kind. Images, measured: at 0.3 epochs, 25 trials (11 pruned)
-# took 30 minutes on this 2-core CPU while other jobs loaded it (load average ~2); half
-# that budget aims at `python -m nas.search --trials 100` in about an hour there, less on
-# a quiet machine. Text: a trial of 2 epochs on the 22k short texts of bench/text.py
-# takes 5-25 s, and validation accuracy still rose from 2 to 4 epochs.
-DEFAULT_EPOCHS: dict[TaskKind, float] = {"image": 0.15, "text": 2.0}
+# Per-trial budget by task kind. Images, measured end to end on this quiet 2-core CPU:
+# `python -m nas.search --trials 100` took 18 minutes at 0.3 epochs (front up to 0.869
+# accuracy; 0.827 at 0.40 ms), 9.5 at 0.15 (0.813; 0.708 at 0.40 ms); at 0.5, 17 trials
+# took 12 minutes. 0.3 leaves room for a loaded machine within about 30 minutes. Text: a
+# trial of 2 epochs on the 22k short texts of bench/text.py takes 5-25 s, and validation
+# accuracy still rose from 2 to 4 epochs.
+DEFAULT_EPOCHS: dict[TaskKind, float] = {"image": 0.3, "text": 2.0}
 BASELINES = ("seed_cnn", "resnet")
 
 

@@ -655,7 +655,7 @@ def test_search_on_a_text_dataset_uses_manet_text_and_records_the_vocabulary_inp
     shutil.copy(text_study.storage.removeprefix("sqlite:///"), copy)
     common = ["--dataset", text_study.dataset, "--storage", f"sqlite:///{copy}"]
     common += ["--study-name", text_study.name]
-    # Text trials train whole epochs by default (an image search's 0.15 would be a few steps).
+    # Text trials train whole epochs by default (an image search's 0.3 would be a few steps).
     assert settings_from(parse_args(common)).epochs == DEFAULT_EPOCHS["text"] == 2.0
     assert settings_from(parse_args([*common, "--epochs", "0.5"])).epochs == 0.5
     with pytest.raises(StudyError, match=f"created with --seed {TEXT_SEED}, got 4"):
