@@ -343,12 +343,15 @@ def run_worker(
                     # runs them itself (run_trial), around its own slot lock.
                     warnings.simplefilter("ignore", UserWarning)
                     trial = study.ask()
+                # From here on, a stop before run_trial's heartbeat leaves a heartbeat
+                # that goes stale: a rerun fails the trial and retries it.
                 if is_heartbeat_enabled(study._storage):
                     study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
         if held:
+            stopped = Stopped(held[0])
             if trial is not None:
-                _requeue_interrupted(study, trial, signal.Signals(held[0]).name)
-            raise Stopped(held[0])
+                _requeue_interrupted(study, trial, stopped)
+            raise stopped
         if finished >= s.trials:
             return
         if trial is None:  # the last slots are running elsewhere: wait for them
@@ -367,7 +370,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
     except KeyboardInterrupt as e:
-        _requeue_interrupted(study, trial, str(e) or "SIGINT")
+        _requeue_interrupted(study, trial, e)
         raise
     except Exception as e:  # recorded with its reason; the study goes on
         if "reason" not in trial.user_attrs:
@@ -377,8 +380,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
         study.tell(trial, values)
 
 
-def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial, signal_name: str) -> None:
-    trial.set_user_attr("reason", f"interrupted ({signal_name}); queued again")
+def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial, stop: KeyboardInterrupt) -> None:
+    # A Stopped names its signal; a bare KeyboardInterrupt is Python's own Ctrl-C.
+    trial.set_user_attr("reason", f"interrupted ({str(stop) or 'SIGINT'}); queued again")
     requeue(study, study.tell(trial, state=TrialState.FAIL))
 
 
