@@ -9,7 +9,12 @@ name at run time.
 
 Safety: the spec has passed ``ArchSpec`` validation, so every op name is a registry
 key; each piece of emitted code comes from the tables below, keyed by those names,
-and numbers are formatted from ints and floats. No stored string reaches the output.
+and numbers are formatted from ints and finite floats. No stored string reaches the
+code: the one place text from a study may appear is the module docstring, and
+:func:`render_code` refuses a docstring that could end its literal or start a line of
+code (a backslash, ``\"\"\"``, a closing ``"``, a character that is not printable).
+Callers put stored text there only through :func:`nas.stored.code_text`, whose output
+holds none of those.
 
 Module paths equal :mod:`nas.builder`'s (``stem``, ``stages.1.attention``, ``head``), so
 a built model's ``state_dict`` loads strictly into the generated ``Net``.
@@ -331,6 +336,21 @@ ATTENTION_GLOBAL_POOL = inspect.getsource(layers.AttentionGlobalPool)
 
 
 LINE = 88  # ruff's default line length: the file is clean under anyone's config
+
+def _check_docstring(docstring: str) -> None:
+    """Refuse a docstring that could end its literal or start a line of code."""
+    lines = docstring.split("\n")
+    if (
+        "\\" in docstring
+        or '"""' in docstring
+        or docstring.endswith('"')
+        or not all(line.isprintable() for line in lines)
+    ):
+        raise ValueError(
+            "the docstring could end its string literal or start a line of code (a backslash, "
+            "a '\"' at its end or three in a row, or a character that is not printable); "
+            "pass stored text through nas.stored.code_text"
+        )
 
 
 def wrap(head: str, args: list[str], tail: str = "", indent: int = 0) -> list[str]:
@@ -734,6 +754,10 @@ def render_code(
     text = spec.input.is_text
     if not text and not (mean and std):
         raise ValueError("an image model's preprocess needs the training pixels' mean and std")
+    if not text:
+        _check_normalisation(mean, std, spec.input.channels)
+    docstring = docstring.strip()
+    _check_docstring(docstring)
     net, m = render_net(spec)
     d = _Dims(m.dims)
     pieces: list[str] = []
@@ -784,9 +808,7 @@ def render_code(
             f"STD = {_floats(std)}",
         ]
     )
-    return "\n".join(
-        [f'"""{docstring.strip()}', '"""', "", *imports, "", *constants, "", "", body, ""]
-    )
+    return "\n".join([f'"""{docstring}', '"""', "", *imports, "", *constants, "", "", body, ""])
 
 
 def _summary_lines(spec: ArchSpec) -> list[str]:
@@ -801,6 +823,25 @@ def _summary_lines(spec: ArchSpec) -> list[str]:
     return lines
 
 
+def _check_normalisation(mean: tuple[float, ...], std: tuple[float, ...], channels: int) -> None:
+    """Finite means and stds (positive at the 6 decimals written): one per channel, or one
+    for all (``preprocess`` broadcasts it)."""
+    numbers = [*mean, *std]
+    if (
+        len(mean) not in (1, channels)
+        or len(std) not in (1, channels)
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers)
+        or not all(math.isfinite(v) for v in numbers)
+        or not all(round(s, 6) > 0 for s in std)
+    ):
+        raise ValueError(
+            f"mean and std must be {channels} (or 1) finite numbers each, std > 0 to 6 "
+            "decimals; "
+            f"got mean {mean!r}, std {std!r}"
+        )
+
+
 def _floats(values: tuple[float, ...]) -> str:
+    assert all(math.isfinite(v) for v in values)  # repr(nan) is not a Python literal
     inner = ", ".join(repr(round(float(v), 6)) for v in values)
     return f"({inner},)" if len(values) == 1 else f"({inner})"

@@ -7,7 +7,8 @@ Prints ``dashboard: http://127.0.0.1:PORT/`` and serves until Ctrl-C. Without ``
 (or with ``--port 0``) it listens on 8080, or on a free port the system picks when 8080
 is taken (another dashboard is running: the printed URL says which); a ``--port P``
 that is taken is an error. It never creates a storage: a missing SQLite or journal
-file is an error, not an empty dashboard.
+file is an error, not an empty dashboard. A ``--host`` beyond loopback gets a warning
+first: optuna-dashboard has no login, and its API can modify and delete studies.
 
 Every trial carries a Markdown note (optuna-dashboard's note API, shown on the trial's
 page): the objective writes :func:`spec_markdown` as soon as the spec is sampled and
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import sys
 import warnings
 from collections.abc import Mapping
@@ -29,6 +31,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 
 from nas.spec import ArchSpec, AttentionSpec
+from nas.stored import markdown_text
 from nas.study import StudyError, open_existing_storage
 
 DEFAULT_PORT = 8080
@@ -43,10 +46,9 @@ def spec_markdown(spec: ArchSpec, attrs: Mapping[str, Any]) -> str:
     ``attrs`` are the trial's user attrs; params, FLOPs and latency appear once measured.
     """
     # Plain text (escaped), not code: a long summary must wrap on the trial's page.
-    summary = str(attrs.get("summary") or spec.summary())
-    lines = ["#### " + "".join("\\" + c if c in "\\`*_[]<>#|" else c for c in summary), ""]
+    lines = ["#### " + markdown_text(attrs.get("summary") or spec.summary()), ""]
     if attrs.get("baseline"):
-        lines += [f"Hand design **{attrs['baseline']}** (an enqueued baseline).", ""]
+        lines += [f"Hand design **{markdown_text(attrs['baseline'])}** (an enqueued baseline).", ""]
     # Spaces sample one activation and norm for the whole network: a column only if not.
     act_norm = sorted({_act_norm(s.activation, s.norm) for s in spec.stages})
     columns = ["stage", "block", "width", "depth", "kernel", "attention", "downsample", "map"]
@@ -93,8 +95,11 @@ def spec_markdown(spec: ArchSpec, attrs: Mapping[str, Any]) -> str:
         text = f"**latency** {attrs['latency_ms']:.3f} ms"
         how = attrs.get("latency")
         how = how if isinstance(how, dict) else {}
-        details = [f"IQR {attrs['latency_iqr_ms']:.3f}"] if "latency_iqr_ms" in attrs else []
-        details += [f"{k} {how[k]}" for k in ("batch", "device", "threads") if k in how]
+        iqr = attrs.get("latency_iqr_ms")
+        details = [f"IQR {iqr:.3f}"] if isinstance(iqr, int | float) else []
+        details += [
+            f"{k} {markdown_text(how[k])}" for k in ("batch", "device", "threads") if k in how
+        ]
         measured.append(text + (f" ({', '.join(details)})" if details else ""))
     if measured:
         lines.append("- " + " · ".join(measured))
@@ -144,6 +149,16 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # one line per request drowns the URL; --debug shows them
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: a port only this machine can reach."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name (it may resolve anywhere), or "" for every interface
+        return False
+
+
 def listen(app: Any, host: str, port: int | None, debug: bool) -> _Server:
     """Bind before printing the URL, so the URL printed is the one that answers."""
     handler = WSGIRequestHandler if debug else _QuietHandler
@@ -176,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--port", type=int, help=f"default (or 0): {DEFAULT_PORT}, or a free port if it is taken"
     )
-    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="default 127.0.0.1 (this machine only); on any other address, anyone who can "
+        "reach the port can modify and delete studies",
+    )
     p.add_argument("--debug", action="store_true", help="tracebacks and a log line per request")
     args = p.parse_args(argv)
 
@@ -198,6 +218,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not is_loopback(args.host):
+        # optuna-dashboard has no login, and its API writes to the storage.
+        print(
+            f"warning: listening on {args.host}:{server.server_port}, beyond this machine: "
+            "anyone who can reach this port can use the dashboard's API, which can modify "
+            "and delete studies and trials",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"dashboard: http://{args.host}:{server.server_port}/", flush=True)
     print("Ctrl-C to stop", file=sys.stderr, flush=True)
     try:

@@ -26,6 +26,7 @@ so ``import nas.data`` stays cheap for CLIs that only validate arguments.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -1092,22 +1093,50 @@ def _imagefolder_key(root: Path, size: int, files: _Files) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _read_cache(path: Path) -> _Pools | None:
+def _read_cache(path: Path, size: int) -> _Pools | None:
+    """The pools cached at ``path``, or None: missing, or unusable (then with a warning).
+
+    Anyone who can write the cache folder may have planted the file: it is loaded with
+    ``weights_only`` (no code runs) and every part is checked before use.
+    """
     if not path.is_file():
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        pools = _Pools(
-            blob["x_train"],
-            blob["y_train"],
-            blob["x_test"],
-            blob["y_test"],
-            tuple(blob["classes"]),
-        )
-    except Exception as err:  # a half-written or foreign file: rebuild it
+        pools = _cached_pools(blob, size)
+    except Exception as err:  # a half-written, foreign or planted file: rebuild it
         warnings.warn(f"ignoring unreadable dataset cache {path}: {err}", stacklevel=3)
         return None
     return pools
+
+
+def _cached_pools(blob: object, size: int) -> _Pools:
+    """The pools in a loaded cache file, as :func:`_write_cache` writes them for images
+    of ``size``; raises ValueError saying what is not."""
+    if not isinstance(blob, dict):
+        raise ValueError(f"holds a {type(blob).__name__}, not a dict")
+    classes = blob.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ValueError("its classes are not a list of names")
+    parts: dict[str, torch.Tensor] = {}
+    for part in ("train", "test"):
+        x, y = blob.get(f"x_{part}"), blob.get(f"y_{part}")
+        if not (
+            isinstance(x, torch.Tensor)
+            and x.dtype == torch.uint8
+            and x.dim() == 4
+            and x.shape[1] in (1, 3)
+            and tuple(x.shape[2:]) == (size, size)
+        ):
+            raise ValueError(f"its x_{part} is not uint8 images of {size}x{size}")
+        if not (isinstance(y, torch.Tensor) and y.dtype == torch.int64 and y.shape == (len(x),)):
+            raise ValueError(f"its y_{part} is not one int64 label per image")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            raise ValueError(f"its y_{part} has labels outside 0..{len(classes) - 1}")
+        parts |= {f"x_{part}": x, f"y_{part}": y}
+    if parts["x_train"].shape[1] != parts["x_test"].shape[1]:
+        raise ValueError("its train and test images have different channels")
+    return _Pools(**parts, class_names=tuple(classes))
 
 
 def _write_cache(path: Path, pools: _Pools) -> None:
@@ -1118,15 +1147,19 @@ def _write_cache(path: Path, pools: _Pools) -> None:
         "y_test": pools.y_test,
         "classes": list(pools.class_names or ()),
     }
+    # Write then rename: parallel search workers may build the same cache at once,
+    # and a reader must never see half a file.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename: parallel search workers may build the same cache at once,
-        # and a reader must never see half a file.
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         torch.save(blob, tmp)
         os.replace(tmp, path)
-    except OSError as err:  # a read-only cache costs speed, not correctness
+    except Exception as err:  # OSError, or torch.save's RuntimeError on a full disk
+        # A cache that cannot be written costs speed, not correctness.
         warnings.warn(f"could not write dataset cache {path}: {err}", stacklevel=3)
+    finally:
+        with contextlib.suppress(OSError):  # half a file after a failure (gone after a rename)
+            tmp.unlink(missing_ok=True)
 
 
 def _load_imagefolder(name: str, size: int) -> tuple[_Pools, Task]:
@@ -1137,7 +1170,7 @@ def _load_imagefolder(name: str, size: int) -> tuple[_Pools, Task]:
         / "imagefolder"
         / (_imagefolder_key(root, size, train_files + (test_files or [])) + ".pt")
     )
-    pools = _read_cache(cache)
+    pools = _read_cache(cache, size)
     if pools is None or list(pools.class_names or ()) != classes:
         x, y, gray = _decode_all(train_files + (test_files or []), size)
         if gray:

@@ -22,9 +22,10 @@ from nas import pruning
 from nas.builder import build_model
 from nas.data import Data
 from nas.measure import count_flops, count_params, fingerprint, measure_latency
-from nas.space import Suggest, load_space
+from nas.space import Suggest, load_builtin_space
 from nas.spec import ArchSpec
-from nas.study import measurement_lock, training_lock
+from nas.study import MACHINE_LOCK_TIMEOUT, measurement_lock, training_lock
+from nas.timelimit import uncounted
 from nas.train import TrainConfig, train
 
 # Learning-curve steps are hundredths of an epoch: Optuna wants integer steps and the
@@ -73,6 +74,9 @@ class Objective:
     latency_threads: int = 1
     seed: int = 0
     device: str = "cpu"
+    # The bound of a wait for this machine's locks; the runner sets it from the trial's
+    # time limit (nas.study.machine_lock_timeout).
+    lock_timeout: float | None = MACHINE_LOCK_TIMEOUT
 
     def __post_init__(self) -> None:
         self._fingerprint = fingerprint()
@@ -93,8 +97,13 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        if trial.user_attrs.get("reason") is not None:
+            # A retry carries its failed attempt's user attrs: the old reason would outlive
+            # an attempt that succeeds. (Optuna cannot delete a user attr: null it.)
+            trial.set_user_attr("reason", None)
         baseline = trial.user_attrs.get("baseline")
-        suggest = load_space(baseline).suggest if baseline else self.suggest
+        # A stored name: only a built-in space, never a file it might point at.
+        suggest = load_builtin_space(str(baseline)).suggest if baseline else self.suggest
         spec = suggest(trial, self.data.task)
         seed = self.seed + trial.number
         trial.set_user_attr("arch", spec.to_dict())
@@ -108,7 +117,11 @@ class Objective:
         shape = spec.input
         params = count_params(model)
         flops = count_flops(model, shape)
-        with measurement_lock():
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("flops", flops)
+        # Over a params or FLOPs limit: refused before taking the machine to time it.
+        self._check_limits(None, params, flops)
+        with uncounted(measurement_lock(self.lock_timeout)):
             latency = measure_latency(
                 model,
                 shape,
@@ -116,8 +129,6 @@ class Objective:
                 device=self.latency_device,
                 threads=self.latency_threads,
             )
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("flops", flops)
         trial.set_user_attr("latency_ms", latency.median_ms)
         trial.set_user_attr("latency_iqr_ms", latency.iqr_ms)
         trial.set_user_attr("latency", latency.to_dict())
@@ -138,7 +149,7 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {epoch:.2f}: accuracy {accuracy:.4f}")
 
         model.to(self.device)
-        with training_lock():
+        with uncounted(training_lock(self.lock_timeout)):
             result = train(model, self.data, config, report=report, device=self.device)
         trial.set_user_attr("epochs_done", result.epochs_done)
         trial.set_user_attr("images_per_second", result.images_per_second)
@@ -155,9 +166,10 @@ class Objective:
         out = tuple(values[o] for o in self.objectives)
         return out[0] if len(out) == 1 else out
 
-    def _check_limits(self, latency_ms: float, params: int, flops: int) -> None:
+    def _check_limits(self, latency_ms: float | None, params: int, flops: int) -> None:
         over: list[tuple[str, Any, Any]] = []
-        if self.limits.max_latency_ms is not None and latency_ms > self.limits.max_latency_ms:
+        max_latency = self.limits.max_latency_ms
+        if max_latency is not None and latency_ms is not None and latency_ms > max_latency:
             over.append(
                 (
                     "latency",

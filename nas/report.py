@@ -7,7 +7,9 @@ Prints the Pareto front and writes to ``--out`` (default ``studies/<study-name>-
 
 - ``trials.csv``: one row per trial: state, objective values, latency, params, FLOPs,
   training figures, why it failed or was pruned, the hand design's name, and the
-  structure as columns (``s0_block``, ``s0_width``, ``s0_attention``, ...);
+  structure as columns (``s0_block``, ``s0_width``, ``s0_attention``, ...). Stored
+  strings are quoted, and one that a spreadsheet would take for a formula (starting with
+  ``=``, ``+``, ``-``, ``@``, tab or CR) starts with ``'``; numbers stay numbers;
 - ``report.html``: Optuna's interactive plots, plotly.js inline (works offline);
 - ``accuracy_vs_latency.png``, ``history.png``, ``learning_curves.png``,
   ``importances.png``, ``accuracy_by_attention.png`` for terminals and papers.
@@ -19,6 +21,7 @@ creates a storage: a missing SQLite or journal file is an error.
 from __future__ import annotations
 
 import argparse
+import csv
 import html
 import math
 import sys
@@ -28,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import optuna
 import pandas as pd
@@ -39,7 +43,8 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.objective import STEPS_PER_EPOCH
 from nas.search import counts, front_table
 from nas.spec import ATTENTION_FIELDS, ArchSpec
-from nas.study import StudyError, load_existing_study
+from nas.stored import number
+from nas.study import OBJECTIVES, StudyError, load_existing_study
 
 # "none": no attention layer anywhere in the network; then every op the spec knows.
 ATTENTION_OPS = ("none", *ATTENTION_FIELDS)
@@ -48,6 +53,8 @@ VALUE_COLUMNS = {"accuracy": "accuracy", "latency": "latency_ms"}
 MEASURED = ("latency_ms", "latency_iqr_ms", "params", "flops", "epochs_done", "images_per_second")
 ATTR_COLUMNS = (*MEASURED, "train_status", "reason", "baseline", "summary")
 STAGE_FIELDS = ("block", "width", "depth", "attention", "heads", "downsample")
+# OWASP's CSV-injection list: a cell starting with one of these is a spreadsheet formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 MIN_IMPORTANCE_TRIALS = 3  # the evaluators need two; below three the bars are noise anyway
 
 
@@ -64,19 +71,16 @@ def open_study(url: str, name: str) -> optuna.Study:
 
 
 def objective_names(study: optuna.Study) -> list[str]:
-    """From the study's ``objectives`` attr (a string, or a list in older studies)."""
+    """From the study's ``objectives`` attr (a string, or a list in older studies); the
+    default names when it is missing or not what nas.search writes."""
     raw = study.user_attrs.get("objectives")
     names = raw.split(",") if isinstance(raw, str) else list(raw or [])
-    if len(names) != len(study.directions):  # not made by nas.search: accuracy comes first
+    # Only names nas.search writes, once each: any other stored string would become a CSV
+    # header or overwrite a column ("number", say).
+    known = all(isinstance(n, str) and n in OBJECTIVES for n in names)
+    if not known or len(set(names)) != len(names) or len(names) != len(study.directions):
         names = ["accuracy"] + [f"value{i}" for i in range(1, len(study.directions))]
     return [str(n) for n in names]
-
-
-def _number(value: object) -> float | None:
-    """A finite real number, or None: attrs come from a database anyone can edit."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _spec(t: FrozenTrial) -> ArchSpec | None:
@@ -87,11 +91,11 @@ def _spec(t: FrozenTrial) -> ArchSpec | None:
 
 
 def _accuracy(t: FrozenTrial) -> float | None:
-    return _number(t.values[0]) if t.state == TrialState.COMPLETE and t.values else None
+    return number(t.values[0]) if t.state == TrialState.COMPLETE and t.values else None
 
 
 def _latency(t: FrozenTrial) -> float | None:
-    return _number(t.user_attrs.get("latency_ms"))
+    return number(t.user_attrs.get("latency_ms"))
 
 
 def structure(spec: ArchSpec | None) -> dict[str, Any]:
@@ -126,6 +130,23 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     columns += ["global_pool", "head_hidden"]
     # Objects, not inferred dtypes: a width missing in some rows stays "64", not "64.0".
     return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def csv_cell(value: object) -> object:
+    """A cell a spreadsheet shows as it was stored: numbers as numbers, anything else as
+    text, with ``'`` before a string that would start a formula (OWASP's CSV advice)."""
+    if value is None or isinstance(value, int | float):  # bool is an int: True, not text
+        return value
+    text = str(value)  # a list or dict attr is written as its text
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    """``frame`` as CSV with :func:`csv_cell` on every cell and header."""
+    safe = frame.map(csv_cell).rename(columns=csv_cell)
+    # Every string quoted: a stored ";" or CR would otherwise split a cell (or a row) in
+    # two, the second half starting a formula in a spreadsheet that splits on it.
+    safe.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
 
 
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -213,7 +234,7 @@ def plot_history(ax: Axes, trials: list[FrozenTrial], names: list[str]) -> None:
     x = list(range(1, len(finished) + 1))
     if len(names) == 2:  # (accuracy ↑, latency/params/FLOPs ↓), as nas.search makes them
         points = [
-            (cost, a) if a is not None and (cost := _number(t.values[1])) is not None else None
+            (cost, a) if a is not None and (cost := number(t.values[1])) is not None else None
             for t, a in zip(finished, accs, strict=True)
         ]
         ref = 1.1 * max((p[0] for p in points if p), default=math.nan)
@@ -387,13 +408,14 @@ def main(argv: list[str] | None = None) -> int:
         f"({c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed)"
     )
     title = "Pareto front" if len(names) > 1 else "Best trial"
+    notes: list[str] = []
     table = f"{title} ({', '.join(names)}):\n{front_table(study)}" if c["complete"] else ""
     print(f"\n{table or 'no complete trials: no front'}\n")
 
     try:
         out.mkdir(parents=True, exist_ok=True)
-        trials_frame(study).to_csv(out / "trials.csv", index=False)
-        notes = write_html(out / "report.html", study, names, table)
+        write_csv(out / "trials.csv", trials_frame(study))
+        notes += write_html(out / "report.html", study, names, table)
     except Exception as e:  # an unwritable folder, a full disk
         if args.debug:
             raise
@@ -411,8 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         # A bare Figure, not pyplot: no global state, no GUI backend, Agg underneath.
         fig = Figure(figsize=(9, 5), layout="constrained")
         try:
-            draw(fig.subplots())
-            fig.savefig(out / name, dpi=150)
+            # Stored names are labels: "$...$" in one is text, not mathtext to parse.
+            with matplotlib.rc_context({"text.parse_math": False}):
+                draw(fig.subplots())
+                fig.savefig(out / name, dpi=150)
             written.append(name)
         except Exception as e:  # odd data in one plot must not cost the CSV and the others
             if args.debug and not isinstance(e, Skip):

@@ -18,6 +18,7 @@ import math
 import multiprocessing
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -29,18 +30,22 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import pruning
 from nas.data import DATASETS, load_data, task_for
 from nas.objective import Limits, Objective, first_judged_step
 from nas.space import check_task, default_space, load_space
+from nas.spec import attention_budget_bytes
+from nas.stored import figure, printable
 from nas.study import (
+    HEARTBEAT_SECONDS,
     OBJECTIVE_SETS,
     SAMPLERS,
     check_storage_url,
     finished_count,
+    machine_lock_timeout,
     make_sampler,
     make_storage,
     open_study,
@@ -51,6 +56,7 @@ from nas.study import (
 )
 from nas.task import Task, TaskKind
 from nas.text import is_text_name
+from nas.timelimit import time_limit
 from nas.train import TrainConfig
 
 # Per-trial budget by task kind. Images, measured end to end on this quiet 2-core CPU:
@@ -61,6 +67,13 @@ from nas.train import TrainConfig
 # accuracy still rose from 2 to 4 epochs.
 DEFAULT_EPOCHS: dict[TaskKind, float] = {"image": 0.3, "text": 2.0}
 BASELINES = ("seed_cnn", "resnet")
+
+# --trial-timeout's default: generous while the study knows few trial durations, then a
+# multiple of their median, so that a trial stuck for many times the usual is ended.
+DEFAULT_TRIAL_TIMEOUT = 3600.0
+MIN_TRIAL_TIMEOUT = 600.0
+TIMEOUT_FACTOR = 10.0
+TIMEOUT_HISTORY = 3
 
 
 @dataclass
@@ -87,6 +100,8 @@ class Settings:
     threads: int = 0
     text_column: str = "text"
     label_column: str = "label"
+    trial_timeout: float | None = None  # None: derived from the study (trial_time_limit)
+    allow_changed_settings: bool = False
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -167,6 +182,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"run the hand designs ({', '.join(BASELINES)}) as the first trials",
     )
+    p.add_argument(
+        "--trial-timeout",
+        type=float,
+        help="seconds one trial may take before it is failed with that reason (default: "
+        f"{DEFAULT_TRIAL_TIMEOUT:g} until the study has {TIMEOUT_HISTORY} complete trials, then "
+        f"{TIMEOUT_FACTOR:g}x their median duration, at least {MIN_TRIAL_TIMEOUT:g}; 0: none)",
+    )
+    p.add_argument(
+        "--allow-changed-settings",
+        action="store_true",
+        help="resume a study with other settings (epochs, limits, latency setting, seed) "
+        "than it was made with; the change is recorded in the study",
+    )
     p.add_argument("--debug", action="store_true", help="tracebacks and Optuna's logs")
     return p.parse_args(argv)
 
@@ -187,9 +215,39 @@ def default_max_flops(given: float | None, task: Task) -> int | None:
     return FLOPS_PER_PIXEL * max(task.height * task.width, 28 * 28)
 
 
+def _check_number(flag: str, value: float | None, *, zero: str = "") -> None:
+    """Refuse a flag's number that cannot work: NaN, infinite, or not positive (``zero``:
+    what 0 means where it is allowed)."""
+    if value is None or (zero and value == 0):
+        return
+    if not (math.isfinite(value) and value > 0):
+        allowed = f" (or 0: {zero})" if zero else ""
+        raise ValueError(f"{flag} must be a finite number above 0{allowed}, got {value:g}")
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """Validate everything before anything is written."""
     objectives = parse_objectives(args.objectives)
+    if args.trials < 1:
+        raise ValueError(f"--trials must be at least 1, got {args.trials}")
+    _check_number("--epochs", args.epochs)
+    _check_number("--timeout", args.timeout)
+    _check_number("--trial-timeout", args.trial_timeout, zero="no limit")
+    _check_number("--max-latency-ms", args.max_latency_ms)
+    _check_number("--max-params", args.max_params)
+    _check_number("--max-flops", args.max_flops, zero="no limit")
+    if args.latency_batch < 1:
+        raise ValueError(f"--latency-batch must be at least 1, got {args.latency_batch}")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.latency_threads < 0:
+        raise ValueError(f"--latency-threads must be 0 or more, got {args.latency_threads}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if not 0 <= args.seed < 2**32:  # numpy's and Optuna's samplers take no other seed
+        raise ValueError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
+    if args.study_name is not None and not args.study_name.strip():
+        raise ValueError(f"--study-name must not be empty, got {args.study_name!r}")
     module = load_space(args.space) if args.space else None  # a typo fails before any reading
     task = task_for(
         args.dataset,
@@ -205,20 +263,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
             f"--enqueue-baselines: the hand designs ({', '.join(BASELINES)}) are image "
             f"networks; {args.dataset!r} is a {task.kind} dataset"
         )
-    if args.trials < 1:
-        raise ValueError(f"--trials must be at least 1, got {args.trials}")
     epochs = DEFAULT_EPOCHS[task.kind] if args.epochs is None else args.epochs
-    if not epochs > 0:
-        raise ValueError(f"--epochs must be positive, got {epochs}")
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.latency_threads < 0:
-        raise ValueError(f"--latency-threads must be 0 or more, got {args.latency_threads}")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+    device = _device(args.device, "--device")
+    latency_device = _device(args.latency_device or device, "--latency-device")
     space_name = Path(space).stem
     study_name = (
         args.study_name or f"{space_name}-{args.dataset.replace(':', '_').replace('/', '_')}"
@@ -226,8 +273,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
     storage = args.storage or f"sqlite:///studies/{study_name}.db"
     check_storage_url(storage)
     pruning.make_pruner(args.pruner or "pareto", multi_objective=len(objectives) > 1)
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     return Settings(
         trials=args.trials,
@@ -240,9 +285,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         study_name=study_name,
         objectives=objectives,
         limits=Limits(
-            args.max_latency_ms, args.max_params, default_max_flops(args.max_flops, task)
+            args.max_latency_ms,
+            None if args.max_params is None else int(args.max_params),
+            default_max_flops(args.max_flops, task),
         ),
-        latency_device=args.latency_device or device,
+        latency_device=latency_device,
         latency_batch=args.latency_batch,
         latency_threads=args.latency_threads,
         sampler=args.sampler,
@@ -254,21 +301,70 @@ def settings_from(args: argparse.Namespace) -> Settings:
         threads=threads,
         text_column=args.text_column,
         label_column=args.label_column,
+        trial_timeout=args.trial_timeout,
+        allow_changed_settings=args.allow_changed_settings,
     )
 
 
-def build_study(s: Settings, worker: int = 0, n_warmup_steps: int = 0) -> optuna.Study:
+def _device(name: str, flag: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` → the device to use; one that is not there
+    or cannot be named is refused."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{flag}: unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{flag}: unsupported device {name!r}; use cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{flag} {name}: no CUDA device is available")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{flag} {name}: there are {torch.cuda.device_count()} CUDA devices")
+    return name
+
+
+# Sampler seeds of successive workers on a study are this far apart (a prime), so that no
+# two workers, on this machine or another, draw the same random start-up trials.
+WORKER_SEED_STRIDE = 104_729
+
+
+def comparable_settings(s: Settings) -> dict[str, Any]:
+    """The settings two trials must share for their figures to stand on one front: the
+    training budget, the limits, how latency is measured, the seed (it carves the
+    validation split) and the attention memory budget (it decides which specs are valid).
+    The study records them; :func:`nas.study.open_study` refuses a run with other ones."""
+    return {
+        "epochs": s.epochs,
+        "max_latency_ms": s.limits.max_latency_ms,
+        "max_params": s.limits.max_params,
+        "max_flops": s.limits.max_flops,
+        "latency_device": s.latency_device,
+        "latency_batch": s.latency_batch,
+        "latency_threads": s.latency_threads or s.threads,
+        "seed": s.seed,
+        "attention_budget_mb": attention_budget_bytes() / 2**20,
+    }
+
+
+def build_study(s: Settings, n_warmup_steps: int = 0, *, worker: bool = True) -> optuna.Study:
+    """Open (or create) the study for ``s``; with ``enqueue_baselines``, queue the hand
+    designs the study does not hold yet.
+
+    ``worker``: the study will sample trials, so its sampler gets a seed no other worker
+    of this study has had (``s.seed`` for the first one, so a one-worker search repeats).
+    """
     multi = len(s.objectives) > 1
-    sampler = make_sampler(s.sampler, s.seed + worker, multi)
     pruner = pruning.make_pruner(s.pruner, multi, n_warmup_steps=n_warmup_steps)
     text = is_text_name(s.dataset)
-    # Workers starting together on a new database would race to create its tables.
+    # Workers starting together would race to create the tables, to count the workers and
+    # to enqueue the baselines: all three happen under the slot lock.
     with slot_lock(s.storage, s.study_name):
         study = open_study(
             make_storage(s.storage),
             s.study_name,
             s.objectives,
-            sampler,
+            make_sampler(s.sampler, s.seed, multi),
             pruner,
             space=s.space,
             dataset=s.dataset,
@@ -277,13 +373,21 @@ def build_study(s: Settings, worker: int = 0, n_warmup_steps: int = 0) -> optuna
             seed=s.seed if text else None,
             text_column=s.text_column if text else None,
             label_column=s.label_column if text else None,
+            settings=comparable_settings(s),
+            allow_changed_settings=s.allow_changed_settings,
         )
-        # A resumed run seeded like the first would draw the first run's random startup
-        # trials again: offset the seed by the trials already there (still reproducible).
-        if study.trials:
-            study.sampler = make_sampler(
-                s.sampler, s.seed + worker + 7919 * len(study.trials), multi
-            )
+        if worker:
+            # A study made before workers were counted: one number per trial is as unique.
+            started = study.user_attrs.get("workers_started", len(study.trials))
+            started = started if type(started) is int and started >= 0 else len(study.trials)
+            study.set_user_attr("workers_started", started + 1)
+            seed = (s.seed + WORKER_SEED_STRIDE * started) % 2**32
+            study.sampler = make_sampler(s.sampler, seed, multi)
+        if s.enqueue_baselines:
+            held = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+            for name in BASELINES:
+                if name not in held:
+                    study.enqueue_trial({}, user_attrs={"baseline": name})
         return study
 
 
@@ -304,14 +408,12 @@ def run_worker(
         data.task.kind,
         epochs=s.epochs,
         report_every=s.epochs / 4,
-        # Evaluation batches of 256: 1024 maps of 28×28 attention scores took 22.8 GiB.
-        eval_batch_size=256,
         # Rungs on 2,000 validation images, the end on all: scoring four rungs on the
         # whole split cost more than 0.3 epochs of training on Fashion-MNIST.
         rung_val_size=2000,
     )
     warmup = first_judged_step(len(data.train.y), train_config.batch_size)
-    study = build_study(s, worker, n_warmup_steps=warmup)
+    study = build_study(s, n_warmup_steps=warmup)
     if "mean" not in study.user_attrs:  # the export writes them into model.py
         study.set_user_attr("mean", list(data.mean))
         study.set_user_attr("std", list(data.std))
@@ -337,6 +439,7 @@ def run_worker(
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
             finished, running, waiting = slot_counts(study)
+            limit = trial_time_limit(s.trial_timeout, study.get_trials(deepcopy=False))
             if finished < s.trials and (finished + running + waiting < s.trials or waiting):
                 with warnings.catch_warnings():
                     # Optuna warns that heartbeats are meant for Study.optimize: this loop
@@ -357,27 +460,102 @@ def run_worker(
         if trial is None:  # the last slots are running elsewhere: wait for them
             time.sleep(2)
             continue
-        run_trial(study, trial, objective)
+        objective.lock_timeout = machine_lock_timeout(limit)
+        run_trial(study, trial, objective, limit)
         if on_trial is not None:
             on_trial(study)
 
 
-def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> None:
-    """Run one trial and tell the study; failures are recorded, never raised."""
+def trial_time_limit(given: float | None, trials: list[FrozenTrial]) -> float | None:
+    """Seconds the next trial may run: ``--trial-timeout`` (0: no limit), else the default
+    derived from the study's complete trials (see ``DEFAULT_TRIAL_TIMEOUT``)."""
+    if given is not None:
+        return given or None
+    durations = [
+        t.duration.total_seconds()
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.duration is not None
+    ]
+    if len(durations) < TIMEOUT_HISTORY:
+        return DEFAULT_TRIAL_TIMEOUT
+    return max(MIN_TRIAL_TIMEOUT, TIMEOUT_FACTOR * statistics.median(durations))
+
+
+def run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    objective: Objective,
+    limit: float | None = None,
+) -> None:
+    """Run one trial and tell the study; failures (its time limit too) are recorded, never
+    raised."""
+    try:
+        _run_and_tell(study, trial, objective, limit)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # ValueError: tell's
+        if not study._storage.get_trial(trial._trial_id).state.is_finished():
+            raise
+        # Taken for dead (paused past the heartbeat grace) and already failed and queued
+        # again by another worker: the retry's result is the one that counts.
+        warnings.warn(
+            f"trial {trial.number} was failed as stale while it ran (paused longer than "
+            "the heartbeat grace?); its retry trains it again, this result is dropped",
+            stacklevel=2,
+        )
+
+
+def _run_and_tell(
+    study: optuna.Study, trial: optuna.Trial, objective: Objective, limit: float | None
+) -> None:
     try:  # around the heartbeat too: a stop while it starts still marks the trial
-        with get_heartbeat_thread(trial._trial_id, study._storage):
+        with _heartbeat(study, trial), time_limit(limit):
             values = objective(trial)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
     except KeyboardInterrupt as e:
         _requeue_interrupted(study, trial, e)
         raise
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise
     except Exception as e:  # recorded with its reason; the study goes on
-        if "reason" not in trial.user_attrs:
+        if trial.user_attrs.get("reason") is None:
             trial.set_user_attr("reason", f"{e.__class__.__name__}: {e}")
         study.tell(trial, state=TrialState.FAIL)
     else:
         study.tell(trial, values)
+
+
+@contextlib.contextmanager
+def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat every interval while the block runs.
+
+    Optuna's own heartbeat thread (optuna/storages/_heartbeat.py, HeartbeatThread) ends
+    at its first failed write ("database is locked", a dropped connection), after which
+    the live trial goes stale and is failed; this one warns and beats again.
+    """
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        yield
+        return
+    assert isinstance(storage, BaseHeartbeat)
+    interval = storage.get_heartbeat_interval() or HEARTBEAT_SECONDS
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial._trial_id)
+            except Exception as e:  # the next beat may get through; the grace allows it
+                warnings.warn(f"heartbeat of trial {trial.number} not recorded: {e}", stacklevel=1)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial, stop: KeyboardInterrupt) -> None:
@@ -386,11 +564,16 @@ def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial, stop: Keyboar
     requeue(study, study.tell(trial, state=TrialState.FAIL))
 
 
-def _worker_main(s: Settings, worker: int) -> None:
+def _worker_main(s: Settings, worker: int, errors: multiprocessing.SimpleQueue[str]) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     _stop_on_signals()
-    with contextlib.suppress(KeyboardInterrupt):  # the parent reports the interruption
+    try:
         run_worker(s, worker)
+    except KeyboardInterrupt:  # the parent reports the interruption
+        pass
+    except Exception as e:  # the parent prints the first worker's error and exits 1
+        errors.put(f"worker {worker}: {e.__class__.__name__}: {e}")
+        sys.exit(1)
 
 
 def _stop_on_signals() -> dict[int, Any]:
@@ -473,14 +656,15 @@ def front_table(study: optuna.Study) -> str:
     rows = [("trial", "accuracy", "latency ms", "params", "MFLOPs", "structure")]
     for t in front(study):
         a = t.user_attrs
+        baseline = f"[{a['baseline']}] " if a.get("baseline") is not None else ""
         rows.append(
             (
                 str(t.number),
-                f"{t.values[0]:.4f}",
-                f"{a.get('latency_ms', math.nan):.3f}",
-                f"{a.get('params', 0):,}",
-                f"{a.get('flops', 0) / 1e6:.1f}",
-                (f"[{a['baseline']}] " if "baseline" in a else "") + a.get("summary", ""),
+                figure(t.values[0], ".4f"),
+                figure(a.get("latency_ms"), ".3f"),
+                figure(a.get("params"), ",", integer=True),
+                figure(a.get("flops"), ".1f", scale=1e6),
+                printable(baseline + str(a.get("summary", ""))),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -560,10 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         s = settings_from(args)
-        study = build_study(s)
-        if s.enqueue_baselines and not study.trials:
-            for name in BASELINES:
-                study.enqueue_trial({}, user_attrs={"baseline": name})
+        study = build_study(s, worker=False)
     except Exception as e:
         if args.debug:
             raise
@@ -596,14 +777,23 @@ def main(argv: list[str] | None = None) -> int:
             run_worker(s, 0, on_trial=progress.update)
         else:
             ctx = multiprocessing.get_context("spawn")
-            procs = [ctx.Process(target=_worker_main, args=(s, w)) for w in range(s.jobs)]
+            errors: multiprocessing.SimpleQueue[str] = ctx.SimpleQueue()
+            procs = [ctx.Process(target=_worker_main, args=(s, w, errors)) for w in range(s.jobs)]
             for proc in procs:
                 proc.start()
             while any(proc.is_alive() for proc in procs):
                 time.sleep(2)
                 progress.update(study)
-            if any(proc.exitcode for proc in procs):
-                print("error: a worker process exited with an error", file=sys.stderr)
+            failed = [(w, p.exitcode) for w, p in enumerate(procs) if p.exitcode]
+            if failed:
+                progress.close()
+                first = errors.get() if not errors.empty() else None
+                worker, code = failed[0]
+                died = f"killed by {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+                print(f"error: {first or f'worker {worker}: exited with {died}'}", file=sys.stderr)
+                if len(failed) > 1:
+                    print(f"({len(failed)} of {s.jobs} workers failed)", file=sys.stderr)
+                return 1
     except KeyboardInterrupt as e:
         _stop_workers(procs)
         progress.close()

@@ -46,16 +46,28 @@ def space_names() -> list[str]:
 
 
 def load_space(name_or_path: str) -> ModuleType:
-    """The module of a space: a built-in name, or the path of a ``.py`` file."""
+    """The module of a space: a built-in name, or the path of a ``.py`` file.
+
+    A path is imported, so only a user may name one (on a command line): a name read
+    back from a study goes through :func:`load_builtin_space` instead.
+    """
     if name_or_path.endswith(".py") or "/" in name_or_path:
         path = Path(name_or_path)
         if not path.is_file():
             raise SpaceError(f"space file {str(path)!r} does not exist")
-        spec = importlib.util.spec_from_file_location(f"nas_user_space_{path.stem}", path)
+        name = f"nas_user_space_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise SpaceError(f"space file {str(path)!r} cannot be imported")
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        # Registered before it runs, as an import does: dataclasses and postponed
+        # annotations look the module up in sys.modules while the file executes.
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
     elif name_or_path in space_names():
         module = importlib.import_module(f"search_spaces.{name_or_path}")
     else:
@@ -66,6 +78,18 @@ def load_space(name_or_path: str) -> ModuleType:
     if not callable(getattr(module, "suggest", None)):
         raise SpaceError(f"space {name_or_path!r} has no function suggest(trial, task)")
     return module
+
+
+def load_builtin_space(name: str) -> ModuleType:
+    """The built-in space ``name``; anything else (a path, a file name, a non-string) is
+    a ``SpaceError``. For names read from storage, which must never import a file."""
+    if not isinstance(name, str) or name not in space_names():
+        shown = repr(name)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."  # one short line
+        raise SpaceError(
+            f"space {shown} is not a built-in space; built-in spaces: {', '.join(space_names())}"
+        )
+    return load_space(name)
 
 
 def default_space(task: Task) -> str:

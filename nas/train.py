@@ -67,6 +67,9 @@ MemoryFormat = Literal["auto", "channels_last", "contiguous"]
 Status = Literal["ok", "time_limit", "nan"]
 ReportFn = Callable[[float, float], None]
 
+# Evaluation batches: 1024 maps of 28×28 attention scores need tens of GiB.
+EVAL_BATCH_SIZE = 256
+
 
 class TrainConfigError(ValueError):
     """A training setting out of its range (negative epochs, unknown optimizer, ...)."""
@@ -181,7 +184,7 @@ class TrainConfig:
     precision: Precision = "auto"
     memory_format: MemoryFormat = "auto"
     report_every: float | None = 1.0
-    eval_batch_size: int = 1024
+    eval_batch_size: int = EVAL_BATCH_SIZE
     rung_val_size: int | None = None
     tta: bool = False
     lookahead: bool = False
@@ -439,7 +442,7 @@ def predict_logits(
     mean: Sequence[float],
     std: Sequence[float],
     *,
-    batch_size: int = 1024,
+    batch_size: int = EVAL_BATCH_SIZE,
     tta: bool = False,
     precision: Precision = "fp32",
     memory_format: MemoryFormat = "contiguous",
@@ -479,7 +482,7 @@ def evaluate(
     mean: Sequence[float],
     std: Sequence[float],
     *,
-    batch_size: int = 1024,
+    batch_size: int = EVAL_BATCH_SIZE,
     tta: bool = False,
     precision: Precision = "fp32",
     memory_format: MemoryFormat = "contiguous",

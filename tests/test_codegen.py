@@ -4,6 +4,7 @@ nas importable; the generated encode() tokenises like nas.text.Vocabulary."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -299,8 +300,9 @@ def test_exported_code_is_lint_clean(spec: ArchSpec, tmp_path: Path) -> None:
     if not ruff.exists():
         pytest.skip("ruff is not installed")
     path = tmp_path / "model.py"
+    c = spec.input.channels  # one mean and std per channel
     path.write_text(
-        codegen.render_code(spec, docstring="A model.\n\nMore.", mean=(0.5,) * 3, std=(0.25,) * 3)
+        codegen.render_code(spec, docstring="A model.\n\nMore.", mean=(0.5,) * c, std=(0.25,) * c)
     )
     # ruff's default line length (88), with the pyflakes, pycodestyle, import-order,
     # bugbear, pyupgrade, simplify and ruff rules: clean under a stricter config than ours.
@@ -344,3 +346,26 @@ def test_text_code_is_1d_with_an_embedding_and_encode() -> None:
     assert "import nas" not in code and "from nas" not in code
     with pytest.raises(ValueError, match="mean and std"):
         codegen.render_code(EXTRA[0], docstring="x")  # an image model needs them
+
+
+# --------------------------------------------------------------------------- stored text
+
+
+def test_render_code_refuses_unsafe_docstrings_and_numbers() -> None:
+    spec = EXTRA[0]
+    fine = codegen.render_code(
+        spec, docstring="A 'model'.\n\nMore.", mean=(0.5,) * 3, std=(0.25,) * 3
+    )
+    assert fine.startswith('"""A \'model\'.')
+    for bad in ('x"""\nimport os', "x\\", 'ends in a quote"', "a\rb", "a\x00b", "a\u2028b"):
+        with pytest.raises(ValueError, match="docstring"):
+            codegen.render_code(spec, docstring=bad, mean=(0.5,) * 3, std=(0.25,) * 3)
+    three = (0.5, 0.5, 0.5)
+    for mean, std in (
+        ((math.nan, 0.5, 0.5), three),
+        (three, (0.5, math.inf, 0.5)),
+        (three, (0.5, 0.5, 1e-9)),  # 0.0 at the 6 decimals written: a division by zero
+        (three, (0.5, 0.5)),  # two stds for three channels
+    ):
+        with pytest.raises(ValueError, match="mean and std"):
+            codegen.render_code(spec, docstring="x", mean=mean, std=std)

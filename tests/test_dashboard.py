@@ -22,7 +22,7 @@ import pytest
 from conftest import StudyRef
 from optuna_dashboard._note import get_note_from_system_attrs  # how the dashboard reads notes
 
-from nas.dashboard import DEFAULT_PORT, listen, main, spec_markdown
+from nas.dashboard import DEFAULT_PORT, is_loopback, listen, main, spec_markdown
 from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
 from nas.study import make_storage
 
@@ -72,6 +72,40 @@ def test_spec_markdown_is_a_table_of_the_stages() -> None:
     assert "(IQR 0.020, batch 1, device cpu)" in text
     # Before measurement (the first note of a trial): no measured line, no made-up numbers.
     assert "params" not in spec_markdown(spec, {})
+
+
+def test_spec_markdown_shows_stored_strings_as_text() -> None:
+    """Attrs come from a storage anyone may have edited: markup in them is shown as text,
+    a newline cannot start a block of its own, and text where a number belongs is left out."""
+    spec = ArchSpec(
+        input=InputSpec(1, 8, 8),
+        stem=StemSpec(8),
+        stages=(StageSpec("plain", 8),),
+        global_pool="avg",
+        head=HeadSpec(),
+        classes=2,
+    )
+    clean = spec_markdown(spec, {"baseline": "b", "latency_ms": 1.0, "latency": {"device": "cpu"}})
+    attrs = {
+        "summary": "<script>alert(1)</script>\n[click](javascript:alert(2)) ~~x~~ &lt;",
+        "baseline": "<img src=x onerror=alert(3)>\n# owned",
+        "latency_ms": 1.0,
+        "latency_iqr_ms": "=1+1",  # not a number: no IQR, and no crash formatting it
+        "latency": {"device": "<b>cpu</b>\r\n| x |"},
+    }
+    text = spec_markdown(spec, attrs)
+    assert len(text.splitlines()) == len(clean.splitlines())
+    lines = text.splitlines()
+    assert lines[0] == (
+        "#### \\<script\\>alert(1)\\</script\\> \\[click\\](javascript:alert(2)) "
+        "\\~\\~x\\~\\~ \\&lt;"
+    )
+    assert (
+        "Hand design **\\<img src=x onerror=alert(3)\\> \\# owned** (an enqueued baseline)."
+        in lines
+    )
+    assert "**latency** 1.000 ms (device \\<b\\>cpu\\</b\\>  \\| x \\|)" in text
+    assert "IQR" not in text
 
 
 def notes(study: optuna.Study) -> dict[int, str]:
@@ -127,6 +161,47 @@ def test_ports(digits_study: StudyRef, capsys: pytest.CaptureFixture[str]) -> No
     assert f"port {DEFAULT_PORT} is in use; using {server.server_port}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        *[(h, True) for h in ("127.0.0.1", "127.1.2.3", "::1", "localhost", "LOCALHOST")],
+        *[(h, False) for h in ("0.0.0.0", "", "::", "10.0.0.1", "128.0.0.1", "example.org")],
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_a_host_beyond_loopback_warns_before_serving(digits_study: StudyRef) -> None:
+    port = free_port()
+    argv = ["--storage", digits_study.storage, "--host", "0.0.0.0", "--port", str(port)]
+    dashboard = start_dashboard(*argv)
+    try:
+        wait_for(dashboard, f"http://127.0.0.1:{port}")  # it serves, on every interface
+        dashboard.send_signal(signal.SIGINT)
+        out, err = dashboard.communicate(timeout=20)
+    finally:
+        kill(dashboard)
+    assert out == f"dashboard: http://0.0.0.0:{port}/\n"
+    warning, *rest = err.splitlines()
+    assert warning.startswith("warning: ") and rest == ["Ctrl-C to stop"], err
+    assert f"0.0.0.0:{port}" in warning and "modify and delete studies" in warning
+
+
+def start_dashboard(*argv: str) -> subprocess.Popen[str]:
+    """``python -m nas.dashboard`` as a terminal starts it: Ctrl-C (SIGINT) stops it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nas.dashboard", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        start_new_session=True,
+        # A shell's background jobs ignore SIGINT, and so would Python: Ctrl-C as in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,6 +213,19 @@ def kill(proc: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
+
+
+def wait_for(dashboard: subprocess.Popen[str], base: str) -> list[dict[str, object]]:
+    """Poll until the dashboard answers; its study list."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert dashboard.poll() is None, dashboard.communicate()[1]
+        try:
+            with urllib.request.urlopen(f"{base}/api/studies", timeout=5) as response:
+                return list(json.load(response)["study_summaries"])
+        except OSError:
+            assert time.monotonic() < deadline, "the dashboard never answered"
+            time.sleep(0.5)
 
 
 def chromium_dom(chromium: str, url: str, profile: Path) -> str:
@@ -165,35 +253,9 @@ def test_the_study_renders_in_a_real_browser(digits_study: StudyRef, tmp_path: P
     )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    dashboard = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nas.dashboard",
-            "--storage",
-            digits_study.storage,
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        start_new_session=True,
-        # A shell's background jobs ignore SIGINT, and so would Python: Ctrl-C as in a terminal.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    dashboard = start_dashboard("--storage", digits_study.storage, "--port", str(port))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert dashboard.poll() is None, dashboard.communicate()[1]
-            try:
-                with urllib.request.urlopen(f"{base}/api/studies", timeout=5) as response:
-                    studies = json.load(response)["study_summaries"]
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the dashboard never answered"
-                time.sleep(0.5)
+        studies = wait_for(dashboard, base)
         assert dashboard.stdout is not None
         assert dashboard.stdout.readline() == f"dashboard: {base}/\n"
         (study_id,) = [s["study_id"] for s in studies if s["study_name"] == digits_study.name]

@@ -715,6 +715,95 @@ def test_imagefolder_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
     assert len(data.full_train()) + len(data.test) == 6
 
 
+def _cache_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "xdg-cache" / "nas" / "imagefolder").glob("*"))
+
+
+def test_imagefolder_cache_write_error_warns_and_leaves_no_tmp(tmp_path: Path) -> None:
+    """A full disk, for real: over RLIMIT_FSIZE torch.save raises RuntimeError (not
+    OSError) midway through the temp file. Loading warns and goes on, and the half-written
+    temp file is removed."""
+    import resource
+    import signal
+
+    root = tmp_path / "full"
+    write_image_folder(root, {"a": 3, "b": 3})
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (512, limit[1]))
+    try:
+        with pytest.warns(UserWarning, match="could not write dataset cache"):
+            data = load_data(f"imagefolder:{root}", image_size=8, val_fraction=0.5)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert len(data.full_train()) + len(data.test) == 6
+    assert _cache_files(tmp_path) == []  # no .tmp, no .pt
+    load_data(f"imagefolder:{root}", image_size=8, val_fraction=0.5)  # room again: written
+    assert [p.suffix for p in _cache_files(tmp_path)] == [".pt"]
+
+
+class _Mkdir:
+    """Pickles as a call of os.mkdir: loading it without weights_only runs code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.mkdir, (str(self.path),)
+
+
+def _planted(tmp_path: Path, good: dict[str, object], kind: str) -> object:
+    """What a planted or damaged cache file holds instead of ``good``."""
+    x, y = good["x_train"], good["y_train"]
+    assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+    return {
+        "code": {**good, "classes": _Mkdir(tmp_path / "ran")},
+        "not a dict": [1, 2, 3],
+        "not tensors": {**good, "x_train": "images", "y_train": [0, 1]},
+        "float images": {**good, "x_train": x.float()},
+        "wrong size": {**good, "x_train": x[:, :, :4, :4].clone()},
+        "labels out of range": {**good, "y_train": y + 99},
+        "labels short": {**good, "y_train": y[:-1].clone()},
+        "classes not names": {**good, "classes": [1, 2]},
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "truncated",
+        "code",
+        "not a dict",
+        "not tensors",
+        "float images",
+        "wrong size",
+        "labels out of range",
+        "labels short",
+        "classes not names",
+    ],
+)
+def test_imagefolder_cache_planted_or_damaged_is_rebuilt(tmp_path: Path, kind: str) -> None:
+    """The cache folder may hold anything: a file that is not a cache this folder would
+    write warns and is rebuilt, and nothing in it runs (weights_only)."""
+    root = tmp_path / "c3"
+    write_image_folder(root, {"a": 3, "b": 3})
+    first = load_data(f"imagefolder:{root}", image_size=8, val_fraction=0.5)
+    (cache,) = _cache_files(tmp_path)
+    if kind == "truncated":
+        cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
+    else:
+        good = torch.load(cache, weights_only=True)
+        torch.save(_planted(tmp_path, good, kind), cache)
+    with pytest.warns(UserWarning, match="ignoring unreadable dataset cache"):
+        data = load_data(f"imagefolder:{root}", image_size=8, val_fraction=0.5)
+    assert not (tmp_path / "ran").exists()
+    assert torch.equal(data.train.x, first.train.x) and torch.equal(data.test.y, first.test.y)
+    again = torch.load(cache, weights_only=True)  # rewritten as a good cache
+    assert torch.equal(again["x_test"], first.test.x)
+    assert again["classes"] == ["a", "b"]
+
+
 def _bad_image(root: Path) -> str:
     write_image_folder(root, {"a": 3, "b": 3})
     (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import optuna
@@ -58,6 +60,51 @@ def set_arch(ref: StudyRef, number: int, arch: object) -> None:
     assert changed == 1
 
 
+def set_trial_attr(ref: StudyRef, number: int, key: str, value: object) -> None:
+    """Set (or add) a finished trial's user attr in the database, as anyone could."""
+    db = sqlite3.connect(ref.storage.removeprefix("sqlite:///"))
+    with db:
+        (trial_id,) = db.execute(
+            "SELECT trial_id FROM trials WHERE number = ?", (number,)
+        ).fetchone()
+        db.execute(
+            "DELETE FROM trial_user_attributes WHERE key = ? AND trial_id = ?", (key, trial_id)
+        )
+        db.execute(
+            "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (?, ?, ?)",
+            (trial_id, key, json.dumps(value)),
+        )
+    db.close()
+
+
+def set_study_attr(ref: StudyRef, key: str, value: object) -> None:
+    """Set a study user attr (None: delete it), as anyone with access could."""
+    if value is not None:
+        optuna.load_study(study_name=ref.name, storage=ref.storage).set_user_attr(key, value)
+        return
+    db = sqlite3.connect(ref.storage.removeprefix("sqlite:///"))
+    with db:
+        db.execute("DELETE FROM study_user_attributes WHERE key = ?", (key,))
+    db.close()
+
+
+def refused(ref: StudyRef, out: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Export, expecting a refusal: exit 2, one line on stderr, nothing written to out."""
+    assert export(ref, out, *args) == 2, args
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err, err
+    assert not out.exists() or sorted(out.iterdir()) == [], args
+    return err
+
+
+def docstring_of(path: Path) -> str:
+    import ast
+
+    doc = ast.get_docstring(ast.parse(path.read_text()))
+    assert doc is not None
+    return doc
+
+
 def best_number(ref: StudyRef) -> int:
     study = optuna.load_study(study_name=ref.name, storage=make_storage(ref.storage))
     return max(study.best_trials, key=lambda t: t.values[0]).number
@@ -78,6 +125,11 @@ def test_best_writes_code_spec_readme(
     readme = (out / "README.md").read_text()
     assert f"Trial {trial.number}" in readme and "load_state_dict" in readme
     assert f"exported trial {trial.number}" in capsys.readouterr().out
+    # No weights were written: model.py says so, and how to get them.
+    doc = docstring_of(out / "model.py")
+    assert "Needs only PyTorch. No weights were exported" in doc and "--weights" in doc
+    assert "load_file" not in doc and "written beside" not in doc
+    assert "No weights were exported" in readme and "load_file(" in readme
 
 
 def test_weights_retrain_safetensors_and_onnx(
@@ -92,6 +144,9 @@ def test_weights_retrain_safetensors_and_onnx(
     assert "test accuracy" in printed
     test_accuracy = float(printed.split("test accuracy ")[1].split()[0])
     assert 0.3 < test_accuracy <= 1.0  # seed_cnn learns digits in one epoch
+    doc = docstring_of(out / "model.py")
+    assert "safetensors package" in doc and 'load_file("model.safetensors")' in doc
+    assert "No weights" not in doc and "needs only" not in (out / "README.md").read_text()
     module = load_module(out / "model.py")
     net = module.Net().eval()
     state = load_file(out / "model.safetensors")
@@ -248,7 +303,11 @@ def test_text_study_exports_vocab_encode_and_onnx_with_token_ids(
     from nas.text import Vocabulary
 
     out = tmp_path / "text"
-    assert export(text_study, out, "--best", "--weights", "--epochs", "1") == 0
+    # Its dataset is a path read from the study: the user names it (or trusts it).
+    err = refused(text_study, out, capsys, "--best")
+    assert "vocabulary reads the study's dataset" in err and "--dataset" in err
+    dataset = ["--dataset", text_study.dataset]
+    assert export(text_study, out, "--best", "--weights", "--epochs", "1", *dataset) == 0
     assert "model.onnx matches PyTorch" in capsys.readouterr().out
     names = ["README.md", "model.onnx", "model.py", "model.safetensors", "spec.json", "vocab.json"]
     assert sorted(p.name for p in out.iterdir()) == names
@@ -279,3 +338,168 @@ def test_text_study_exports_vocab_encode_and_onnx_with_token_ids(
     assert given.name == "token_ids" and given.type == "tensor(int64)"
     got = session.run(None, {"token_ids": ids.numpy()})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- hostile studies
+
+
+def searched_trial(ref: StudyRef) -> int:
+    """A complete trial of the searched space (not a baseline) whose net has attention."""
+    study = optuna.load_study(study_name=ref.name, storage=ref.storage)
+    for t in study.trials:
+        searched = t.state == optuna.trial.TrialState.COMPLETE and "baseline" not in t.user_attrs
+        if searched and any(ArchSpec.from_dict(t.user_attrs["arch"]).attention_bytes()):
+            return t.number
+    raise AssertionError("the digits study has no searched trial with attention")
+
+
+def test_a_space_file_named_by_the_study_is_never_imported(
+    digits_study: StudyRef, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = copy_study(digits_study, tmp_path)
+    number = searched_trial(ref)
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\ndef suggest(trial, task): pass\n")
+    out = tmp_path / "out"
+    set_study_attr(ref, "space", str(evil))
+    err = refused(ref, out, capsys, "--trial", str(number))
+    assert "is not a built-in space" in err and "--space PATH" in err
+    set_study_attr(ref, "space", "attention_cnn")
+    set_trial_attr(ref, 0, "baseline", str(evil))  # a baseline names a built-in space too
+    assert "trial 0's baseline is refused" in refused(ref, out, capsys, "--trial", "0")
+    assert not marker.exists()
+    # A space file the search was given: replayed only through the file the user names.
+    mine = tmp_path / "my_spaces" / "attention_cnn.py"
+    mine.parent.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "search_spaces" / "attention_cnn.py", mine)
+    set_study_attr(ref, "space", "my_spaces/attention_cnn.py")  # as the search stores it
+    assert "--space PATH" in refused(ref, out, capsys, "--trial", str(number))
+    err = refused(ref, out, capsys, "--trial", str(number), "--space", str(evil))
+    assert "file names differ" in err and not marker.exists()
+    assert export(ref, out, "--trial", str(number), "--space", str(mine)) == 0
+
+
+def test_the_stored_dataset_is_read_only_when_needed_and_named(
+    digits_study: StudyRef, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = copy_study(digits_study, tmp_path)
+    number = searched_trial(ref)
+    stored = f"imagefolder:{tmp_path / 'nowhere'}"  # a path: export must not look at it
+    set_study_attr(ref, "dataset", stored)
+    out = tmp_path / "out"
+    assert export(ref, out, "--trial", str(number)) == 0  # replayed on the spec's own task
+    assert "on\nimagefolder:/" in (out / "README.md").read_text()  # shown as text
+    shutil.rmtree(out)
+    err = refused(ref, out, capsys, "--trial", str(number), "--weights")
+    assert "--weights reads the study's dataset" in err and "--dataset VALUE" in err
+    err = refused(ref, out, capsys, "--trial", str(number), "--dataset", "digits")
+    assert "--dataset 'digits' is not the study's dataset" in err
+    # Named by the user, it is read: here it does not exist.
+    err = refused(ref, out, capsys, "--trial", str(number), "--weights", "--dataset", stored)
+    assert "does not exist" in err
+    err = refused(ref, out, capsys, "--trial", str(number), "--weights", "--trust-stored-dataset")
+    assert "does not exist" in err
+
+
+def test_out_must_be_empty_unless_forced_and_is_then_replaced_whole(
+    digits_study: StudyRef, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("model.safetensors", "model.onnx", "model.py"):
+        (out / name).write_text("an earlier export")
+    assert export(digits_study, out, "--trial", "0") == 2
+    err = capsys.readouterr().err
+    assert "is not empty" in err and "--force" in err
+    assert (out / "model.py").read_text() == "an earlier export"
+    assert export(digits_study, out, "--trial", "0", "--force") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.py", "spec.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left
+    (out / "notes.txt").write_text("mine")
+    assert export(digits_study, out, "--trial", "0", "--force") == 2
+    assert "does not write (notes.txt)" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("mean", "std"),
+    [
+        ([math.nan], [0.3]),
+        ([0.3], [math.inf]),
+        ([0.3], [0.0]),
+        ([0.3], [-0.3]),
+        ([0.3, 0.3], [0.3, 0.3]),  # two channels for a one-channel input
+        (["0.3"], [0.3]),
+        ([True], [0.3]),
+        (0.3, [0.3]),
+        ([300.0], [0.3]),  # pixels are scaled to [0, 1]
+        ([0.3], None),  # one without the other
+    ],
+)
+def test_bad_mean_or_std_refused(
+    digits_study: StudyRef,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mean: object,
+    std: object,
+) -> None:
+    ref = copy_study(digits_study, tmp_path)
+    set_study_attr(ref, "mean", mean)
+    set_study_attr(ref, "std", std)
+    err = refused(ref, tmp_path / "out", capsys, "--trial", "0")
+    assert "mean and std are refused" in err and "1 finite numbers" in err
+
+
+def test_retrain_evaluates_at_the_search_batch(
+    digits_study: StudyRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nas.train
+    from nas.export import retrain
+
+    batches: list[int] = []
+    real = nas.train.evaluate
+
+    def spy(*args: Any, **kwargs: Any) -> float:
+        batches.append(kwargs.get("batch_size", 1024))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nas.train, "evaluate", spy)
+    study = optuna.load_study(study_name=digits_study.name, storage=digits_study.storage)
+    spec = ArchSpec.from_dict(study.trials[0].user_attrs["arch"])
+    _, test = retrain(study, spec, seed=0, epochs=0.2, device="cpu", data_dir=None)
+    assert 0 <= test <= 1 and batches and set(batches) == {256}, batches
+
+
+def test_stored_specs_are_judged_by_the_studys_attention_budget(
+    digits_study: StudyRef,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ref = copy_study(digits_study, tmp_path)
+    number = searched_trial(ref)
+    set_study_attr(ref, "attention_budget_mb", 16.0)
+    monkeypatch.setenv("NAS_ATTENTION_BUDGET_MB", "0.001")  # the reader's: far smaller
+    out = tmp_path / "out"
+    assert export(ref, out, "--trial", str(number)) == 0  # stored spec and replay: 16 MiB
+    shutil.rmtree(out)
+    for bad in (1e30, math.nan, -1, 0, "16", True):
+        set_study_attr(ref, "attention_budget_mb", bad)
+        err = refused(ref, out, capsys, "--trial", str(number))
+        assert "attention budget is refused" in err and "attention_budget_mb must be" in err
+    set_study_attr(ref, "attention_budget_mb", None)  # an older study: the reader's budget
+    assert "over the budget" in refused(ref, out, capsys, "--trial", str(number))
+
+
+def test_docstring_figures_are_formatted(
+    digits_study: StudyRef, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = copy_study(digits_study, tmp_path)
+    set_trial_attr(ref, 0, "epochs_done", 0.2992874109263658)
+    set_trial_attr(ref, 0, "params", "12 parameters")  # not a number: shown as n/a
+    out = tmp_path / "out"
+    assert export(ref, out, "--trial", "0") == 0
+    doc = docstring_of(out / "model.py")
+    assert "after 0.30 epochs" in doc and "n/a parameters" in doc
+    assert "| parameters | n/a |" in (out / "README.md").read_text()

@@ -1,7 +1,9 @@
-"""A real PostgreSQL server on loopback and 3 worker processes on one study."""
+"""A real PostgreSQL server on loopback: 3 worker processes on one study, and the slot
+lock's bound naming its holder. ``postgres_server`` also serves tests/test_storages.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -15,7 +17,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.study import finished_count, make_storage
+from nas.study import finished_count, make_storage, slot_lock
+from tests.test_study import held, timeout_message
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
@@ -32,8 +35,9 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A new PostgreSQL server on a free loopback port, for the block; yields its URL."""
     if not BIN:
         pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
     bindir = BIN[-1]
@@ -89,6 +93,12 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
 def test_three_workers_reach_exactly_n_trials(postgres_url: str) -> None:
     trials = 7
     cmd = [
@@ -110,15 +120,16 @@ def test_three_workers_reach_exactly_n_trials(postgres_url: str) -> None:
         "--sampler",
         "random",
     ]
+    # One seed for all: each worker's sampler gets a seed no other worker had (nas.search).
     workers = [
         subprocess.Popen(
-            [*cmd, "--seed", str(i)],
+            cmd,
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(3)
+        for _ in range(3)
     ]
     outputs = [w.communicate(timeout=900) for w in workers]
     for w, (_, err) in zip(workers, outputs, strict=True):
@@ -128,3 +139,12 @@ def test_three_workers_reach_exactly_n_trials(postgres_url: str) -> None:
     assert len(study.trials) == trials  # no surplus trial was created
     assert len({t.number for t in study.trials}) == trials
     assert all(t.state.is_finished() for t in study.trials)
+
+
+def test_a_slot_lock_wait_ends_naming_the_advisory_lock_and_its_holder(postgres_url: str) -> None:
+    with held("slot", postgres_url, "pg-held") as pid:
+        message = timeout_message(slot_lock(postgres_url, "pg-held", timeout=0.5))
+    assert "advisory lock" in message and "study 'pg-held'" in message
+    assert "backend pid" in message and f"{pid}@" in message  # the holder's connection names it
+    with slot_lock(postgres_url, "pg-held", timeout=5):  # released when its holder ended
+        pass

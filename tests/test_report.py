@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import shutil
 from dataclasses import dataclass
@@ -213,3 +214,127 @@ def test_pareto_and_hypervolume() -> None:
     # 0.5 × (4 - 1) + (0.8 - 0.5) × (4 - 2); dominated points add nothing.
     assert hypervolume(points, 4.0) == pytest.approx(2.1)
     assert hypervolume([(5.0, 0.9)], 4.0) == 0.0 and hypervolume([], 4.0) == 0.0
+
+
+# --------------------------------------------------------------- hostile stored values
+
+# OWASP's CSV-injection list: a cell starting with one of these is a spreadsheet formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _hostile_copy(ref: StudyRef, tmp_path: Path) -> tuple[str, optuna.Study]:
+    """A copy of the study in a real SQLite file, to add hostile trials and attrs to."""
+    shutil.copy(ref.storage.removeprefix("sqlite:///"), tmp_path / "hostile.db")
+    storage = f"sqlite:///{tmp_path}/hostile.db"
+    return storage, optuna.load_study(study_name=ref.name, storage=storage)
+
+
+def _csv_rows(path: Path) -> tuple[list[str], dict[int, dict[str, str]]]:
+    """The header and the rows by trial number, as the csv module reads them back."""
+    with path.open(newline="", encoding="utf-8") as f:
+        header, *rows = list(csv.reader(f))
+    by_number = {int(r[0]): dict(zip(header, r, strict=True)) for r in rows}
+    return header, by_number
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def test_stored_strings_are_inert_in_csv_html_png_and_terminal(
+    digits_study: StudyRef, tmp_path: Path
+) -> None:
+    """Formulas are text in trials.csv (real numbers, negative ones too, stay numbers),
+    markup is text in report.html, mathtext is text in the PNGs, control characters never
+    reach the terminal."""
+    storage, study = _hostile_copy(digits_study, tmp_path)
+    arch = study.trials[-1].user_attrs["arch"]
+    summary = "=HYPERLINK(\"http://x\")</pre><script>alert('summary')</script>\x1b]0;owned\x07"
+    front_attrs = {
+        "arch": arch,
+        "latency_ms": 0.001,  # the fastest and most accurate: on the front, in the table
+        "params": 10,
+        "flops": 1000.0,
+        "summary": summary,
+        "reason": "+<script>alert('reason')</script>",
+        "baseline": r"@$\undefined$",  # bad mathtext: must not cost the plot
+        "train_status": "-1",  # looks like a negative number, but is a string
+    }
+    study.add_trial(
+        create_trial(state=TrialState.COMPLETE, values=[1.0, 0.001], user_attrs=front_attrs)
+    )
+    other_attrs = {
+        "latency_ms": 500.0,
+        "latency_iqr_ms": -1.0,  # a stored negative number stays a number
+        "params": "-1",
+        "flops": "@SUM(A1)",
+        "images_per_second": "\r=1+1",
+        "epochs_done": "\t=1",
+        "summary": "-2+3",
+    }
+    study.add_trial(
+        create_trial(state=TrialState.COMPLETE, values=[0.0, 500.0], user_attrs=other_attrs)
+    )
+    done = run(
+        ["--storage", storage, "--study-name", digits_study.name, "--out", str(tmp_path / "out")]
+    )
+    assert done.code == 0 and done.stderr == "", done.stderr
+
+    header, rows = _csv_rows(tmp_path / "out" / "trials.csv")
+    assert not [c for c in header if c.startswith(FORMULA_START)]
+    front_row, other_row = rows[8], rows[9]
+    for key in ("summary", "reason", "baseline", "train_status"):
+        assert front_row[key] == "'" + str(front_attrs[key]), key
+    for key in ("params", "flops", "images_per_second", "epochs_done", "summary"):
+        assert other_row[key] == "'" + str(other_attrs[key]), key
+    assert other_row["latency_iqr_ms"] == "-1.0" and front_row["params"] == "10"
+    for row in rows.values():  # every cell of every trial: a formula start only on a number
+        for key, cell in row.items():
+            assert not cell.startswith(FORMULA_START) or _is_number(cell), (key, cell)
+
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "<script>alert(" not in page and "</pre><script>" not in page
+    assert "&lt;/pre&gt;&lt;script&gt;alert(&#x27;summary&#x27;)&lt;/script&gt;" in page
+    assert all((tmp_path / "out" / name).is_file() for name in PNGS)
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+    assert "alert('summary')</script>\\x1b]0;owned\\x07" in done.stdout  # shown, escaped
+
+
+def test_a_front_trial_with_text_for_a_number(digits_study: StudyRef, tmp_path: Path) -> None:
+    """The front table shows it as n/a, and every file is written."""
+    storage, study = _hostile_copy(digits_study, tmp_path)
+    attrs = {"latency_ms": 0.001, "params": "=1+1", "flops": 1.0, "summary": "x"}
+    study.add_trial(create_trial(state=TrialState.COMPLETE, values=[1.0, 0.001], user_attrs=attrs))
+    done = run(
+        ["--storage", storage, "--study-name", digits_study.name, "--out", str(tmp_path / "out")]
+    )
+    assert done.code == 0, done.stderr
+    assert done.stderr == ""
+    row = next(line for line in done.stdout.splitlines() if line.split()[:2] == ["8", "1.0000"])
+    assert row.split()[2:4] == ["0.001", "n/a"], row
+    assert all((tmp_path / "out" / name).is_file() for name in (*PNGS, "report.html", "trials.csv"))
+    _, rows = _csv_rows(tmp_path / "out" / "trials.csv")
+    assert rows[8]["params"] == "'=1+1"
+
+
+@pytest.mark.parametrize("objectives", ["=1+1,latency", "number,state", "@x"])
+def test_stored_objective_names_are_checked(
+    objectives: str, digits_study: StudyRef, tmp_path: Path
+) -> None:
+    """Names the search never writes are replaced: they would be CSV headers (formulas),
+    or overwrite the trial number and state columns."""
+    storage, study = _hostile_copy(digits_study, tmp_path)
+    study.set_user_attr("objectives", objectives)
+    done = run(
+        ["--storage", storage, "--study-name", digits_study.name, "--out", str(tmp_path / "out")]
+    )
+    assert done.code == 0, done.stderr
+    header, rows = _csv_rows(tmp_path / "out" / "trials.csv")
+    assert not [c for c in header if c.startswith(FORMULA_START)]
+    assert header[:4] == ["number", "state", "accuracy", "value1"]
+    assert list(rows) == [t.number for t in study.trials]
+    assert {r["state"] for r in rows.values()} <= {"complete", "pruned", "fail"}

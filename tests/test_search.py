@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -148,9 +149,8 @@ def start_and_stop_mid_trial(
     return args, proc.wait(timeout=120), proc.pid
 
 
-@pytest.mark.parametrize(
-    "sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["SIGKILL", "Ctrl-C", "SIGTERM"]
-)
+# kill -9 then a rerun, on every accepted storage: tests/test_storages.py.
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 def test_stopped_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path, sig: int) -> None:
     name = "k"
     args, code, _ = start_and_stop_mid_trial(tmp_path, name, sig)
@@ -158,11 +158,8 @@ def test_stopped_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path, sig:
     before = load(url, name)
     done_before = {t.number: t.values for t in before.trials if t.state == TrialState.COMPLETE}
     assert done_before
-    if sig != signal.SIGKILL:
-        assert code == 128 + sig  # stopped cleanly: the running trial is marked, queued again
-        assert [t.state for t in before.trials].count(TrialState.WAITING) == 1
-    else:
-        assert any(t.state == TrialState.RUNNING for t in before.trials)
+    assert code == 128 + sig  # stopped cleanly: the running trial is marked, queued again
+    assert [t.state for t in before.trials].count(TrialState.WAITING) == 1
 
     rerun = search(*args)
     assert rerun.returncode == 0, rerun.stderr
@@ -240,7 +237,11 @@ def test_a_stop_while_asking_marks_the_new_trial(
     assert trials[0].user_attrs["reason"] == "interrupted (SIGTERM); queued again"
     monkeypatch.undo()
     run_worker(s)  # the rerun finishes without waiting on anything
-    assert finished_count(load(url, "a")) == 2
+    after = load(url, "a")
+    assert finished_count(after) == 2
+    retry = next(t for t in after.trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["reason"] is None  # the failed attempt's reason is not kept
 
 
 def test_locks_make_a_missing_lock_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -328,4 +329,237 @@ def test_failures_are_recorded_with_reasons_and_the_study_goes_on(digits, tmp_pa
             assert reason in t.user_attrs["reason"]
     over = study.trials[2]
     assert "epochs_done" not in over.user_attrs  # never trained
+    assert "latency_ms" not in over.user_attrs  # nor timed: params are known before
     assert finished_count(study) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--latency-batch", "0"), "--latency-batch must be at least 1, got 0"),
+        (("--max-latency-ms", "-1"), "--max-latency-ms must be a finite number above 0, got -1"),
+        (("--max-params", "-5"), "--max-params must be a finite number above 0, got -5"),
+        (("--max-flops", "-1"), "--max-flops must be a finite number above 0 (or 0: no limit)"),
+        (("--epochs", "inf"), "--epochs must be a finite number above 0, got inf"),
+        (("--epochs", "nan"), "--epochs must be a finite number above 0, got nan"),
+        (("--timeout", "0"), "--timeout must be a finite number above 0, got 0"),
+        (("--trial-timeout", "-1"), "--trial-timeout must be a finite number above 0 (or 0"),
+        (("--seed", "-1"), "--seed must be between 0 and 2**32 - 1, got -1"),
+        (("--latency-device", "gpu"), "--latency-device: unknown device 'gpu'"),
+        (("--latency-device", "meta"), "--latency-device: unsupported device 'meta'"),
+        (("--study-name", " "), "--study-name must not be empty"),
+    ],
+)
+def test_flags_that_cannot_work_are_refused_before_anything_is_written(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: tuple[str, ...],
+    message: str,
+) -> None:
+    from nas.search import main
+
+    monkeypatch.chdir(tmp_path)  # the default storage would be made here
+    assert main(["--trials", "1", "--dataset", "digits", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resume_with_other_settings_is_refused_or_recorded(tmp_path: Path) -> None:
+    from nas.search import build_study
+    from nas.study import StudyError
+
+    url = f"sqlite:///{tmp_path}/r.db"
+    common = ["--dataset", "digits", "--storage", url, "--study-name", "r"]
+    first = build_study(settings_from(parse_args([*common, "--epochs", "0.5"])), worker=False)
+    attrs = first.user_attrs
+    assert (attrs["epochs"], attrs["latency_batch"], attrs["seed"]) == (0.5, 1, 0)
+    assert attrs["attention_budget_mb"] == 16.0 and attrs["max_params"] is None
+    other = [*common, "--epochs", "0.3", "--latency-batch", "8"]
+    with pytest.raises(StudyError, match=r"epochs 0\.5 \(this run: 0\.3\); latency_batch 1 "):
+        build_study(settings_from(parse_args(other)), worker=False)
+    assert load(url, "r").user_attrs["epochs"] == 0.5  # nothing changed
+    mixed = build_study(
+        settings_from(parse_args([*other, "--allow-changed-settings"])), worker=False
+    )
+    assert mixed.user_attrs["epochs"] == 0.3
+    assert mixed.user_attrs["settings_changes"] == [
+        {"setting": "epochs", "was": 0.5, "now": 0.3, "after": 0},
+        {"setting": "latency_batch", "was": 1, "now": 8, "after": 0},
+    ]
+
+
+def test_workers_on_one_study_draw_different_trials_and_enqueue_baselines_once(
+    tmp_path: Path,
+) -> None:
+    # Two workers (on two machines, each its worker 0) starting a new study together.
+    from nas.search import build_study
+    from nas.task import Task
+
+    url = f"sqlite:///{tmp_path}/w.db"
+    s = settings_from(parse_args(["--dataset", "digits", "--storage", url, "--study-name", "w"]))
+    s.enqueue_baselines = True
+    first, second = build_study(s), build_study(s)
+    waiting = [t for t in first.get_trials() if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs["baseline"] for t in waiting) == ["resnet", "seed_cnn"]
+    for study in (first, second):  # take the baselines out of the way
+        study.tell(study.ask(), state=TrialState.FAIL)
+    suggest = load_space("attention_cnn").suggest
+    task = Task("digits", "image", 1, 8, 8, 10)
+    a, b = first.ask(), second.ask()
+    assert suggest(a, task) != suggest(b, task) and a.params != b.params
+    assert first.user_attrs["workers_started"] == 2
+
+
+def test_an_enqueued_baseline_names_only_a_built_in_space(digits, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A baseline attr read from the study is a stored string: a path in it is never run.
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\ndef suggest(trial, task): pass\n")
+    storage = make_storage(f"sqlite:///{tmp_path}/b.db")
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    study.enqueue_trial({}, user_attrs={"baseline": str(evil)})
+    run_trial(study, study.ask(), make_objective(digits, load_space("seed_cnn").suggest))
+    t = study.trials[0]
+    assert t.state == TrialState.FAIL and "built-in" in t.user_attrs["reason"]
+    assert not marker.exists()
+
+
+def test_a_trial_over_its_time_limit_is_failed_and_the_study_goes_on(tmp_path: Path) -> None:
+    space = tmp_path / "slow_first.py"
+    space.write_text(
+        "import time\n"
+        "from search_spaces import seed_cnn\n"
+        "def suggest(trial, task):\n"
+        "    if trial.number == 0:\n"
+        "        time.sleep(600)  # a trial that hangs\n"
+        "    return seed_cnn.suggest(trial, task)\n"
+    )
+    url = f"sqlite:///{tmp_path}/t.db"
+    args = ["--trials", "2", "--dataset", "digits", "--epochs", "0.2", "--space", str(space)]
+    args += ["--storage", url, "--study-name", "t", "--trial-timeout", "10"]
+    started = time.monotonic()
+    run_worker(settings_from(parse_args(args)))
+    assert time.monotonic() - started < 60
+    trials = load(url, "t").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE], [
+        t.user_attrs.get("reason") for t in trials
+    ]
+    assert "ran longer than 10 s (--trial-timeout)" in trials[0].user_attrs["reason"]
+
+
+def test_the_default_trial_time_limit_follows_the_study() -> None:
+    import datetime
+
+    from nas.search import DEFAULT_TRIAL_TIMEOUT, MIN_TRIAL_TIMEOUT, trial_time_limit
+
+    def done(seconds: float) -> optuna.trial.FrozenTrial:
+        trial = optuna.trial.create_trial(values=[0.5, 1.0], state=TrialState.COMPLETE)
+        trial.datetime_start = datetime.datetime(2026, 1, 1)
+        trial.datetime_complete = trial.datetime_start + datetime.timedelta(seconds=seconds)
+        return trial
+
+    assert trial_time_limit(5, []) == 5 and trial_time_limit(0, []) is None
+    assert trial_time_limit(None, []) == DEFAULT_TRIAL_TIMEOUT
+    assert trial_time_limit(None, [done(10)] * 3) == MIN_TRIAL_TIMEOUT
+    assert trial_time_limit(None, [done(100), done(200), done(900)]) == 2000
+
+
+def test_workers_that_fail_make_the_search_fail_with_their_error(tmp_path: Path) -> None:
+    # The parent checks the dataset's name; each worker loads its files, and finds none.
+    url = f"sqlite:///{tmp_path}/e.db"
+    done = search(
+        "--trials", "2", "--jobs", "2", "--dataset", "fashion_mnist", "--data-dir",
+        str(tmp_path), "--storage", url, "--study-name", "e",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "error: worker " in done.stderr and "fashion_mnist: files not found" in done.stderr
+
+
+def test_waiting_for_the_machine_does_not_count_against_the_time_limit(tmp_path: Path) -> None:
+    # Another worker trains for longer than this trial's limit: measuring waits for it,
+    # and that wait is not the trial's own time.
+    hold = "import sys\nfrom nas.study import training_lock\nwith training_lock():\n"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold + "    print(1, flush=True)\n    sys.stdin.read()\n"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    assert holder.stdout.readline() == "1\n"
+    threading.Timer(15, holder.stdin.close).start()
+    url = f"sqlite:///{tmp_path}/u.db"
+    args = ["--trials", "1", "--dataset", "digits", "--epochs", "0.2", "--space", "seed_cnn"]
+    args += ["--storage", url, "--study-name", "u", "--trial-timeout", "10"]
+    started = time.monotonic()
+    run_worker(settings_from(parse_args(args)))
+    holder.wait(timeout=60)
+    holder.stdout.close()
+    assert time.monotonic() - started > 15
+    [trial] = load(url, "u").trials
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("reason")
+
+
+def test_a_failed_heartbeat_write_does_not_stop_the_heartbeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Optuna's heartbeat thread ends at its first failed write ("database is locked"):
+    # the live trial would then go stale and be failed under its worker.
+    from nas.search import _heartbeat
+    from nas.study import HEARTBEAT_SECONDS
+
+    storage = make_storage(f"sqlite:///{tmp_path}/h.db")
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    trial = study.ask()
+    real = storage.record_heartbeat  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def flaky(trial_id: int) -> None:
+        calls.append(trial_id)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        real(trial_id)
+
+    monkeypatch.setattr(storage, "record_heartbeat", flaky)
+    with pytest.warns(UserWarning, match="database is locked"), _heartbeat(study, trial):
+        time.sleep(HEARTBEAT_SECONDS + 1)
+    assert len(calls) == 2
+
+
+def test_the_result_of_a_trial_failed_as_stale_meanwhile_is_dropped(tmp_path: Path) -> None:
+    # A worker paused past the grace finds its trial failed (and queued again) by another.
+    storage = make_storage(f"sqlite:///{tmp_path}/d.db")
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    other = optuna.load_study(study_name=study.study_name, storage=storage)
+
+    def failed_by_another_worker(trial: optuna.Trial) -> tuple[float, float]:
+        other.tell(trial.number, state=TrialState.FAIL)
+        return 0.5, 1.0
+
+    with pytest.warns(UserWarning, match="trial 0 was failed as stale while it ran"):
+        run_trial(study, study.ask(), failed_by_another_worker)  # type: ignore[arg-type]
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_the_front_table_shows_stored_values_as_text_on_one_line() -> None:
+    from nas.search import front_table
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    attrs = {
+        "latency_ms": "=1+1",
+        "params": float("nan"),
+        "flops": [1],
+        "baseline": 7,
+        "summary": "stem16\n99  0.9999  fake row\x1b[2J",
+    }
+    study.add_trial(
+        optuna.trial.create_trial(values=[0.5, 1.0], user_attrs=attrs, state=TrialState.COMPLETE)
+    )
+    table = front_table(study)
+    lines = table.splitlines()
+    assert len(lines) == 2, table
+    assert lines[1].split()[:5] == ["0", "0.5000", "n/a", "n/a", "n/a"]
+    assert "[7] stem16\\n99" in lines[1] and "\\x1b[2J" in lines[1] and "\x1b" not in table

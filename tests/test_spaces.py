@@ -12,7 +12,15 @@ import pytest
 import torch
 
 from nas.builder import build_model
-from nas.space import SpaceError, check_task, default_space, load_space, sample, space_names
+from nas.space import (
+    SpaceError,
+    check_task,
+    default_space,
+    load_builtin_space,
+    load_space,
+    sample,
+    space_names,
+)
 from nas.spec import ArchSpec, attention_budget_bytes
 from nas.task import Task
 
@@ -71,6 +79,32 @@ def test_load_space_by_path_and_errors(tmp_path: Path) -> None:
     (tmp_path / "empty.py").write_text("x = 1\n")
     with pytest.raises(SpaceError, match="no function suggest"):
         load_space(str(tmp_path / "empty.py"))
+
+
+def test_load_builtin_space_refuses_files_and_other_values(tmp_path: Path) -> None:
+    # A name read from a study: only a built-in space, never a file it points at.
+    assert load_builtin_space("seed_cnn") is load_space("seed_cnn")
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\ndef suggest(trial, task): pass\n")
+    for value in (str(evil), "evil.py", "search_spaces/seed_cnn.py", "_common", "", 42, None):
+        with pytest.raises(SpaceError, match=r"is not a built-in space; built-in spaces: "):
+            load_builtin_space(value)  # type: ignore[arg-type]
+    assert not marker.exists()
+    with pytest.raises(SpaceError, match=r"'seed_cnn\\nx' is not a built-in space"):
+        load_builtin_space("seed_cnn\nx")  # shown escaped, on one line
+
+
+def test_user_space_with_future_annotations_and_a_dataclass(tmp_path: Path) -> None:
+    # dataclasses look the class's module up in sys.modules while the file runs.
+    src = Path(load_space("seed_cnn").__file__ or "").read_text()
+    path = tmp_path / "dc_space.py"
+    head = "from __future__ import annotations\n\nimport dataclasses\n\n"
+    body = src.replace("from __future__ import annotations\n", "")
+    tail = "\n\n@dataclasses.dataclass\nclass Choice:\n    width: int = 8\n    name: str = 'x'\n"
+    path.write_text(head + body + tail)
+    module = load_space(str(path))
+    assert module.Choice().width == 8 and callable(module.suggest)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 
@@ -138,6 +139,37 @@ def test_attention_over_memory_budget_is_refused_with_budget(
     monkeypatch.setenv("NAS_ATTENTION_BUDGET_MB", "1")
     with pytest.raises(ArchSpecError, match=r"budget of 1\.0 MiB"):
         make_spec(stages=(big,))
+
+
+def test_explicit_budget_is_independent_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nas.spec import MAX_ATTENTION_BUDGET_MB, attention_budget, attention_budget_bytes
+
+    big = StageSpec("plain", 32, attention=AttentionSpec("softmax", heads=8, head_dim=4))
+    data = make_spec().to_dict()
+    data["stages"] = [dataclasses.asdict(big)]  # 18.8 MiB of scores per example
+    monkeypatch.setenv("NAS_ATTENTION_BUDGET_MB", "1")
+    spec = ArchSpec.from_dict(data, attention_budget_mb=32)  # the stored budget, not the env
+    assert spec.attention_bytes() == [8 * 784 * 784 * 4]
+    with pytest.raises(ArchSpecError, match=r"over the budget of 1\.0 MiB"):
+        ArchSpec.from_dict(data)  # no budget given: the reader's
+    monkeypatch.setenv("NAS_ATTENTION_BUDGET_MB", "64")
+    with pytest.raises(ArchSpecError, match=r"over the budget of 16\.0 MiB"):
+        ArchSpec.from_dict(data, attention_budget_mb=16)
+    # Everything built inside the context (a space's replay too) sees that budget.
+    with attention_budget(16):
+        assert attention_budget_bytes() == 16 * 2**20
+        with pytest.raises(ArchSpecError, match=r"over the budget of 16\.0 MiB"):
+            make_spec(stages=(big,))
+    assert attention_budget_bytes() == 64 * 2**20
+    for bad in (math.nan, math.inf, 0, -1.0, 1e30, MAX_ATTENTION_BUDGET_MB * 2, True, "16"):
+        with pytest.raises(ArchSpecError, match="attention_budget_mb must be"):
+            ArchSpec.from_dict(data, attention_budget_mb=bad)  # type: ignore[arg-type]
+    for raw in ("inf", "nan", "-1", "x"):
+        monkeypatch.setenv("NAS_ATTENTION_BUDGET_MB", raw)
+        with pytest.raises(ArchSpecError, match="NAS_ATTENTION_BUDGET_MB must be"):
+            attention_budget_bytes()
 
 
 def test_pooled_attention_is_cheaper() -> None:
