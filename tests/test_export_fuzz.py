@@ -14,7 +14,6 @@ import ast
 import itertools
 import os
 import re
-import string
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from hypothesis import strategies as st
 
 from nas.export import main
 from nas.space import load_space
+from nas.stored import MARKDOWN_SPECIAL
 from nas.task import Task
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -220,13 +220,13 @@ def check_export(
 
 
 def markdown_escaped(text: str) -> bool:
-    """Whether every ASCII punctuation mark in ``text`` is backslash-escaped."""
+    """Whether every character that starts Markdown markup in ``text`` is backslash-escaped."""
     chars = iter(text)
     for c in chars:
         if c == "\\":
-            if next(chars, "") not in string.punctuation:
+            if next(chars, "") not in MARKDOWN_SPECIAL:
                 return False
-        elif c in string.punctuation:
+        elif c in MARKDOWN_SPECIAL:
             return False
     return True
 

@@ -72,9 +72,11 @@ def test_search_completes_prints_front_and_resumes(tmp_path: Path) -> None:
     assert len(study.trials) == 6 and numbers < {t.number for t in study.trials}
     for t in study.trials:
         a = t.user_attrs
-        for key in ("arch", "seed", "latency_ms", "latency_iqr_ms", "flops", "params", "device"):
+        for key in ("arch", "seed", "flops", "params", "device"):
             assert key in a, (t.number, key)
         assert "torch" in a["device"]
+        if not str(a.get("reason")).startswith("over budget"):  # else never timed
+            assert "latency_ms" in a and "latency_iqr_ms" in a, t.number
 
 
 def test_two_workers_reach_exactly_n_trials(tmp_path: Path) -> None:
