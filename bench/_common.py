@@ -37,7 +37,7 @@ from nas.data import Data, Split, load_data
 from nas.objective import Limits, Objective, first_judged_step
 from nas.pruning import make_pruner
 from nas.search import BASELINES, default_max_flops, run_trial
-from nas.space import load_space
+from nas.spaces import load_space
 from nas.study import make_sampler, make_storage, open_study
 from nas.train import TrainConfig
 

@@ -38,7 +38,7 @@ import os
 from nas.builder import build_model
 from nas.data import Data, Split, load_data
 from nas.measure import count_flops, count_params, fingerprint, measure_latency
-from nas.space import load_space
+from nas.spaces import load_space
 from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
 from nas.train import TrainConfig, evaluate, train
 

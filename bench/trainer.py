@@ -46,7 +46,7 @@ from nas.augment import normalize
 from nas.builder import build_model
 from nas.data import Data, Split, load_data
 from nas.measure import count_flops, count_params, fingerprint
-from nas.space import load_space
+from nas.spaces import load_space
 from nas.train import (
     TrainConfig,
     evaluate,

@@ -26,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nas.errors import NasError
+
 PadMode = Literal["reflect", "zeros"]
 
 
-class AugmentError(ValueError):
+class AugmentError(NasError):
     """An augmentation setting that cannot apply (negative padding, cutout too large, ...)."""
 
 

@@ -337,6 +337,7 @@ ATTENTION_GLOBAL_POOL = inspect.getsource(layers.AttentionGlobalPool)
 
 LINE = 88  # ruff's default line length: the file is clean under anyone's config
 
+
 def _check_docstring(docstring: str) -> None:
     """Refuse a docstring that could end its literal or start a line of code."""
     lines = docstring.split("\n")

@@ -39,19 +39,30 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from nas.data_common import (
+    TEST_FRACTION,
+    TEST_SPLIT_SEED,
+    DataError,
+    cache_dir,
+    data_root,
+    stratified_split,
+)
 from nas.task import Task
-
-if TYPE_CHECKING:  # nas.text imports this module; at run time it is imported lazily
-    from nas.text import TextSplits, Tokenizer, Vocabulary
-
-
-class DataError(ValueError):
-    """A dataset that cannot be loaded as asked; the message names the value or path."""
+from nas.text import (
+    TEXT_DATASETS,
+    TEXT_PREFIXES,
+    TextSplits,
+    Tokenizer,
+    Vocabulary,
+    is_text_name,
+    load_text,
+    text_task,
+)
 
 
 @dataclass(frozen=True)
@@ -146,12 +157,6 @@ IMAGEFOLDER_PREFIX = "imagefolder:"
 # otherwise: CIFAR's size keeps the search cheap on a CPU and most small-image spaces
 # are designed for it.
 DEFAULT_IMAGE_SIZE = 32
-
-# Datasets without an official test split get this fraction carved off as test, with a
-# seed that never changes: a test set that moved with the search seed would let
-# different studies report accuracy on different images.
-TEST_FRACTION = 0.2
-_TEST_SPLIT_SEED = 20_240_601
 
 _FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 _IDX_NAMES = (
@@ -270,12 +275,10 @@ def task_for(
         DataError: unknown name, bad ``image_size``, or an image folder that cannot be used.
     """
     size = _check_image_size(image_size)
-    if _is_text(name):
-        from nas import text
-
+    if is_text_name(name):
         _no_image_size(name, size)
         fraction = _check_fraction(val_fraction)
-        return text.text_task(
+        return text_task(
             name,
             data_dir=data_dir,
             seed=_check_seed(seed),
@@ -344,7 +347,7 @@ def load_data(
     size = _check_image_size(image_size)
     dev = _check_device(device)
 
-    if _is_text(name):
+    if is_text_name(name):
         _no_image_size(name, size)
         return _load_text(
             name,
@@ -365,7 +368,7 @@ def load_data(
         flip = _FLIP[name]
     _check_pools(pools, task)
 
-    train_idx, val_idx = _stratified_split(
+    train_idx, val_idx = stratified_split(
         pools.y_train.numpy(),
         task.classes,
         fraction,
@@ -396,8 +399,6 @@ def load_data(
 def _builtin_task(name: str) -> Task:
     task = _TASKS.get(name)
     if task is None:
-        from nas.text import TEXT_DATASETS, TEXT_PREFIXES
-
         valid = ", ".join(DATASETS + TEXT_DATASETS)
         paths = ", ".join(f"{p}PATH" for p in (IMAGEFOLDER_PREFIX, *TEXT_PREFIXES))
         raise DataError(f"unknown dataset {name!r}; valid names: {valid}, or {paths}")
@@ -411,11 +412,6 @@ def _check_seed(seed: int) -> int:
 
 
 # --------------------------------------------------------------------------- text
-
-
-def _is_text(name: str) -> bool:
-    # Spelled out here rather than imported: nas.text imports this module.
-    return name in ("ag_news", "imdb") or name.startswith(("csv:", "jsonl:", "textfolder:"))
 
 
 def _no_image_size(name: str, size: int | None) -> None:
@@ -480,8 +476,6 @@ def _load_text(
     data_dir: str | Path | None,
     options: dict[str, Any],
 ) -> Data:
-    from nas.text import load_text
-
     pools = load_text(name, data_dir=data_dir, seed=seed, val_fraction=fraction, **options)
     return Data(
         task=pools.task,
@@ -560,44 +554,6 @@ def _check_pools(pools: _Pools, task: Task) -> None:
 # --------------------------------------------------------------------------- splitting
 
 
-def _stratified_split(
-    y: np.ndarray,
-    classes: int,
-    fraction: float,
-    seed: int,
-    *,
-    part: str,
-    pool: str,
-    class_names: Sequence[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices of ``y`` into (kept, carved), carving ``fraction`` of every class.
-
-    Each class gives ``round(n * fraction)`` samples, clamped to at least one and at most
-    ``n - 1``, so both sides see every class; a class with fewer than two samples cannot
-    be split and is an error. Classes are visited in index order with one generator, so the
-    result depends only on ``y``, ``fraction`` and ``seed``. Both index arrays are sorted
-    (source order), which keeps the splits reproducible byte for byte.
-    """
-    rng = np.random.default_rng(seed)
-    kept: list[np.ndarray] = []
-    carved: list[np.ndarray] = []
-    for c in range(classes):
-        members = np.flatnonzero(y == c)
-        n = len(members)
-        if n < 2:
-            label = f"class {c}" + (f" ({class_names[c]!r})" if class_names else "")
-            raise DataError(
-                f"{label} has {n} sample(s) in the {pool}; carving a {part} split needs at "
-                f"least 2 per class so that both sides keep one"
-            )
-        # floor(x + 0.5) rather than round(): banker's rounding would make 2.5 -> 2.
-        k = min(max(math.floor(n * fraction + 0.5), 1), n - 1)
-        order = rng.permutation(members)
-        carved.append(order[:k])
-        kept.append(order[k:])
-    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(carved))
-
-
 def _take(x: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> Split:
     index = torch.from_numpy(idx.astype(np.int64))
     return Split(x[index].contiguous(), y[index].contiguous())
@@ -633,23 +589,6 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
 
 
 # --------------------------------------------------------------------------- locations
-
-
-def _cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/nas`` (when absolute, as the XDG spec asks), else ``~/.cache/nas``."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "nas"
-
-
-def _data_root(data_dir: str | Path | None) -> Path:
-    """Where torchvision-format datasets live (and are downloaded to)."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser()
-    env = os.environ.get("NAS_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    return _cache_dir() / "data"
 
 
 # --------------------------------------------------------------------------- idx (MNIST)
@@ -767,7 +706,7 @@ def _load_mnist(data_dir: str | Path | None) -> _Pools:
     so that a corrupt file gets a message naming it, and so that MNIST and Fashion-MNIST
     share one parser.
     """
-    root = _data_root(data_dir)
+    root = data_root(data_dir)
     raw = root / "MNIST" / "raw"
     if _missing_idx(raw):
         _fetch("mnist", root)
@@ -868,7 +807,7 @@ def _load_cifar(name: str, data_dir: str | Path | None) -> _Pools:
     where its md5 check of the download still applies.
     """
     folder_name, train_files, test_files, meta_file, meta_key, label_key, classes = _CIFAR[name]
-    root = _data_root(data_dir)
+    root = data_root(data_dir)
     folder = root / folder_name
     needed = (*train_files, *test_files, meta_file)
     if any(not (folder / f).is_file() for f in needed):
@@ -919,7 +858,7 @@ def _load_digits(data_dir: str | Path | None) -> _Pools:
     """scikit-learn's bundled 8x8 digits (no download), with a fixed 20 % test split.
 
     The data has no official test split, so one is carved here, stratified, with
-    ``_TEST_SPLIT_SEED``: it is the same for every search seed and every run.
+    ``TEST_SPLIT_SEED``: it is the same for every search seed and every run.
     """
     del data_dir  # bundled with scikit-learn
     from sklearn.datasets import load_digits
@@ -929,8 +868,8 @@ def _load_digits(data_dir: str | Path | None) -> _Pools:
     # so that the trainer's "/255" convention holds for every dataset.
     x = np.rint(np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0)).astype(np.uint8)
     y = np.asarray(bunch.target, dtype=np.int64)
-    keep, test = _stratified_split(
-        y, 10, TEST_FRACTION, _TEST_SPLIT_SEED, part="test", pool="digits data"
+    keep, test = stratified_split(
+        y, 10, TEST_FRACTION, TEST_SPLIT_SEED, part="test", pool="digits data"
     )
     xt = torch.from_numpy(x).unsqueeze(1)
     yt = torch.from_numpy(y)
@@ -1084,7 +1023,7 @@ def _imagefolder_key(root: Path, size: int, files: _Files) -> str:
             "version": _IMAGEFOLDER_CACHE_VERSION,
             "root": str(root.resolve()),
             "size": size,
-            "test_seed": _TEST_SPLIT_SEED,
+            "test_seed": TEST_SPLIT_SEED,
             "test_fraction": TEST_FRACTION,
             "files": entries,
         },
@@ -1166,7 +1105,7 @@ def _load_imagefolder(name: str, size: int) -> tuple[_Pools, Task]:
     root = _imagefolder_root(name)
     classes, train_files, test_files = _scan_imagefolder(root)
     cache = (
-        _cache_dir()
+        cache_dir()
         / "imagefolder"
         / (_imagefolder_key(root, size, train_files + (test_files or [])) + ".pt")
     )
@@ -1183,11 +1122,11 @@ def _load_imagefolder(name: str, size: int) -> tuple[_Pools, Task]:
                 xt[:n].clone(), yt[:n].clone(), xt[n:].clone(), yt[n:].clone(), tuple(classes)
             )
         else:
-            keep, test = _stratified_split(
+            keep, test = stratified_split(
                 y,
                 len(classes),
                 TEST_FRACTION,
-                _TEST_SPLIT_SEED,
+                TEST_SPLIT_SEED,
                 part="test",
                 pool=f"image folder {root}",
                 class_names=classes,

@@ -63,6 +63,9 @@ import torch
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
 from nas.codegen import render_code
+from nas.errors import NasError
+from nas.results import front
+from nas.spaces import SpaceError, load_builtin_space, load_space, space_names
 from nas.spec import ArchSpec, ArchSpecError, InputSpec, attention_budget, check_budget_mb
 from nas.stored import code_text, figure, markdown_text, number, printable, shown
 from nas.task import Task
@@ -79,7 +82,7 @@ EXPORT_FILES = frozenset(
 )
 
 
-class ExportError(ValueError):
+class ExportError(NasError):
     """A request that cannot be exported, with the value that is wrong."""
 
 
@@ -152,8 +155,6 @@ def choose_trial(
     if not complete:
         raise ExportError(f"study {study.study_name!r} has no complete trials to export")
     if best:
-        from nas.search import front  # the search's own notion of the front
-
         return front(study)[0]
     assert pick is not None
     conditions = parse_pick(pick)
@@ -274,8 +275,6 @@ def replay_task(dataset: str | None, spec: ArchSpec) -> Task:
 def replay_space(study: optuna.Study, trial: FrozenTrial, user_space: str | None) -> ModuleType:
     """The space to replay ``trial`` through. A stored name is only ever a built-in space;
     a file is imported only when the user names it (``user_space``, from ``--space``)."""
-    from nas.space import SpaceError, load_builtin_space, load_space, space_names
-
     if "baseline" in trial.user_attrs:
         try:
             return load_builtin_space(trial.user_attrs["baseline"])
@@ -661,9 +660,7 @@ def _export(args: argparse.Namespace, study: optuna.Study) -> Path:
     spec = stored_spec(trial)
     dataset = stored_dataset(study)
     if args.dataset is not None and args.dataset != dataset:
-        raise ExportError(
-            f"--dataset {args.dataset!r} is not the study's dataset {shown(dataset)}"
-        )
+        raise ExportError(f"--dataset {args.dataset!r} is not the study's dataset {shown(dataset)}")
     # Absolute: the staging folder goes beside it, even for "--out .".
     out = Path(os.path.abspath(args.out))
     _check_out(out, args.force)

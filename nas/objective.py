@@ -22,7 +22,8 @@ from nas import pruning
 from nas.builder import build_model
 from nas.data import Data
 from nas.measure import count_flops, count_params, fingerprint, measure_latency
-from nas.space import Suggest, load_builtin_space
+from nas.notes import write_note
+from nas.spaces import Suggest, load_builtin_space
 from nas.spec import ArchSpec
 from nas.study import MACHINE_LOCK_TIMEOUT, measurement_lock, training_lock
 from nas.timelimit import uncounted
@@ -194,8 +195,6 @@ class Objective:
 def _note(trial: optuna.Trial, spec: ArchSpec) -> None:
     """The spec as a table on the trial's optuna-dashboard page, live during the search."""
     try:
-        from nas.dashboard import write_note
-
         write_note(trial, spec)
     except Exception as e:  # a note is a convenience: it never fails a trial
         warnings.warn(f"no dashboard note: {e.__class__.__name__}: {e}", stacklevel=2)

@@ -41,7 +41,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.objective import STEPS_PER_EPOCH
-from nas.search import counts, front_table
+from nas.results import counts, front_table, hypervolume, pareto
 from nas.spec import ATTENTION_FIELDS, ArchSpec
 from nas.stored import number
 from nas.study import OBJECTIVES, StudyError, load_existing_study
@@ -147,25 +147,6 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
     # Every string quoted: a stored ";" or CR would otherwise split a cell (or a row) in
     # two, the second half starting a formula in a spreadsheet that splits on it.
     safe.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
-
-
-def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Non-dominated (latency ↓, accuracy ↑) points, by latency ascending."""
-    out: list[tuple[float, float]] = []
-    for lat, acc in sorted(points, key=lambda p: (p[0], -p[1])):
-        if not out or acc > out[-1][1]:
-            out.append((lat, acc))
-    return out
-
-
-def hypervolume(points: list[tuple[float, float]], ref_latency: float) -> float:
-    """Area dominated by (latency, accuracy) points, bounded by accuracy 0 and ref_latency."""
-    area = best = 0.0
-    for lat, acc in pareto(points):
-        if lat < ref_latency and acc > best:
-            area += (ref_latency - lat) * (acc - best)
-            best = acc
-    return area
 
 
 def _latency_label(trials: list[FrozenTrial]) -> str:

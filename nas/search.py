@@ -36,9 +36,9 @@ from optuna.trial import FrozenTrial, TrialState
 from nas import pruning
 from nas.data import DATASETS, load_data, task_for
 from nas.objective import Limits, Objective, first_judged_step
-from nas.space import check_task, default_space, load_space
+from nas.results import counts, front, front_table
+from nas.spaces import check_task, default_space, load_space
 from nas.spec import attention_budget_bytes
-from nas.stored import figure, printable
 from nas.study import (
     HEARTBEAT_SECONDS,
     OBJECTIVE_SETS,
@@ -641,45 +641,6 @@ def _stop_workers(procs: list[multiprocessing.process.BaseProcess]) -> None:
 
 
 # ------------------------------------------------------------------------ reporting
-
-
-def front(study: optuna.Study) -> list[FrozenTrial]:
-    """The Pareto front, most accurate first (single objective: the best trial)."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return []
-    if len(study.directions) == 1:
-        return [study.best_trial]
-    return sorted(study.best_trials, key=lambda t: t.values[0], reverse=True)
-
-
-def front_table(study: optuna.Study) -> str:
-    rows = [("trial", "accuracy", "latency ms", "params", "MFLOPs", "structure")]
-    for t in front(study):
-        a = t.user_attrs
-        baseline = f"[{a['baseline']}] " if a.get("baseline") is not None else ""
-        rows.append(
-            (
-                str(t.number),
-                figure(t.values[0], ".4f"),
-                figure(a.get("latency_ms"), ".3f"),
-                figure(a.get("params"), ",", integer=True),
-                figure(a.get("flops"), ".1f", scale=1e6),
-                printable(baseline + str(a.get("summary", ""))),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join(
-        "  ".join(c.rjust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
-        for r in rows
-    )
-
-
-def counts(study: optuna.Study) -> dict[str, int]:
-    trials = study.get_trials(deepcopy=False)
-    out = {state.name.lower(): 0 for state in TrialState}
-    for t in trials:
-        out[t.state.name.lower()] += 1
-    return out
 
 
 class Progress:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from nas import layers
+from nas.errors import NasError
 
 if TYPE_CHECKING:
     from nas.task import Task
@@ -81,7 +82,7 @@ POSITIONS = ("none", "learned", "relbias")
 KERNELS = (1, 3, 5, 7)
 
 
-class ArchSpecError(ValueError):
+class ArchSpecError(NasError):
     """A spec that breaks a rule; ``path`` says where (``stages[2].attention.heads``)."""
 
     def __init__(self, path: str, message: str) -> None:

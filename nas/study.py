@@ -12,9 +12,11 @@ What a search promises, on every storage it accepts:
   queues it again with the same parameters (up to ``MAX_RETRY`` times). A rerun started
   right after the kill waits out the rest of the grace, then trains the trial again.
 - A live worker is not taken for a dead one: the grace is longer than the longest wait a
-  heartbeat can be in (``DB_WAIT_SECONDS``: SQLite's busy timeout) plus two intervals. A
+  heartbeat can be in (``DB_WAIT_SECONDS``: SQLite's busy timeout) plus three intervals. A
   process paused for longer than the grace (SIGSTOP, a suspended machine) is taken for
-  dead: its trial is failed and retried, and the storage refuses its late result.
+  dead: its trial is failed and retried, and the storage refuses its late result (the
+  runner drops it with a warning). A heartbeat write that fails is tried again at the
+  next interval (``nas.search``'s heartbeat; Optuna's own thread would stop for good).
 
 The storages a search accepts (:func:`check_storage_url`):
 
@@ -64,6 +66,7 @@ import optuna.storages.journal
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.errors import NasError
 from nas.pruning import PrunedTrialsSampler
 
 # A storage write, a heartbeat's too, may wait up to DB_WAIT_SECONDS for another worker's
@@ -91,7 +94,7 @@ SEARCH_STORAGES = (
 )
 
 
-class StudyError(ValueError):
+class StudyError(NasError):
     """A storage, study name or option that cannot work, with the value."""
 
 
@@ -604,6 +607,10 @@ def open_study(
     ``seed``, ``text_column`` and ``label_column`` (given for text datasets) are stored and
     checked the same way: a text model's vocabulary comes from the training split the
     seed carves from those columns, and the export rebuilds ``vocab.json`` from them.
+
+    ``settings`` (what makes trials comparable: ``nas.search.comparable_settings``) are
+    recorded on first use; a run with other values is refused, or with
+    ``allow_changed_settings`` recorded as a change (:func:`_check_settings`).
     """
     directions = [OBJECTIVES[o] for o in objectives]
     study = optuna.create_study(

@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from nas.errors import NasError
+
 TaskKind = Literal["image", "text"]
 
 
-class TaskError(ValueError):
+class TaskError(NasError):
     """A task description that cannot be right (a zero size, one class, ...)."""
 
 

@@ -62,12 +62,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from nas.data import (
-    _TEST_SPLIT_SEED,
+from nas.data_common import (
     TEST_FRACTION,
+    TEST_SPLIT_SEED,
     DataError,
-    _data_root,
-    _stratified_split,
+    data_root,
+    stratified_split,
 )
 from nas.task import Task
 
@@ -520,7 +520,7 @@ def _prepare(
     if text_column == label_column:
         raise DataError(f"text_column and label_column are both {text_column!r}")
     corpus = _corpus(name, data_dir, text_column, label_column, tokenizer)
-    keep, carve = _stratified_split(
+    keep, carve = stratified_split(
         corpus.labels[corpus.pool],
         len(corpus.classes),
         val_fraction,
@@ -624,11 +624,11 @@ def _build_corpus(raw: _Raw, tokenizer: Tokenizer) -> _Corpus:
                 f"needs at least {need} (one each for {sides})"
             )
     if carve_test:
-        keep, test = _stratified_split(
+        keep, test = stratified_split(
             y,
             len(classes),
             TEST_FRACTION,
-            _TEST_SPLIT_SEED,
+            TEST_SPLIT_SEED,
             part="test",
             pool=raw.source,
             class_names=classes,
@@ -994,7 +994,7 @@ def _fetch(name: str, url: str, target: Path, hint: str) -> None:
 
 
 def _locate_ag_news(data_dir: str | Path | None) -> _Source:
-    root = _data_root(data_dir)
+    root = data_root(data_dir)
     folders = [root / "ag_news_csv", root]
     names = tuple(AG_NEWS_URLS)
     found = next((f for f in folders if all((f / n).is_file() for n in names)), None)
@@ -1071,7 +1071,7 @@ def _unpack_imdb(archive: Path, root: Path) -> None:
 
 
 def _locate_imdb(data_dir: str | Path | None) -> _Source:
-    root = _data_root(data_dir)
+    root = data_root(data_dir)
     folder = root / "aclImdb"
     if not _imdb_complete(folder):
         archive = root / "aclImdb_v1.tar.gz"

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas import augment as aug
+from nas.errors import NasError
 from nas.task import TaskKind
 
 Optimizer = Literal["sgd", "adamw"]
@@ -71,7 +72,7 @@ ReportFn = Callable[[float, float], None]
 EVAL_BATCH_SIZE = 256
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(NasError):
     """A training setting out of its range (negative epochs, unknown optimizer, ...)."""
 
 

@@ -36,7 +36,7 @@ from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, St
 from nas.task import Task
 from search_spaces._common import after_downsample, downsample_rule, fit_attention
 
-# nas.space reads these: the task kinds this space builds networks for, and the task
+# nas.spaces reads these: the task kinds this space builds networks for, and the task
 # `python -m nas.space manet_text` describes and samples it on (AG News' shape).
 TASK_KINDS = ("text",)
 EXAMPLE_TASK = Task("ag_news", "text", 1, 1, 1, classes=4, length=64, vocab_size=20_000)

@@ -16,7 +16,7 @@ import torch
 from nas import codegen, layers
 from nas.builder import build_model
 from nas.measure import make_input
-from nas.space import load_space
+from nas.spaces import load_space
 from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
 from nas.task import Task
 from nas.text import Vocabulary, build_vocabulary

@@ -22,7 +22,8 @@ import pytest
 from conftest import StudyRef
 from optuna_dashboard._note import get_note_from_system_attrs  # how the dashboard reads notes
 
-from nas.dashboard import DEFAULT_PORT, is_loopback, listen, main, spec_markdown
+from nas.dashboard import DEFAULT_PORT, is_loopback, listen, main
+from nas.notes import spec_markdown
 from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
 from nas.study import make_storage
 

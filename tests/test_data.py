@@ -482,7 +482,7 @@ def test_mnist_download_path_used_when_absent(
 
 
 def test_default_data_root_is_under_cache(tmp_path: Path) -> None:
-    assert nd._data_root(None) == tmp_path / "xdg-cache" / "nas" / "data"
+    assert nd.data_root(None) == tmp_path / "xdg-cache" / "nas" / "data"
 
 
 # --------------------------------------------------------------------------- cifar
@@ -602,8 +602,8 @@ def test_digits_test_split_disjoint_from_training_pool() -> None:
     from sklearn.datasets import load_digits
 
     y = load_digits().target
-    keep, test = nd._stratified_split(
-        y, 10, nd.TEST_FRACTION, nd._TEST_SPLIT_SEED, part="test", pool="digits"
+    keep, test = nd.stratified_split(
+        y, 10, nd.TEST_FRACTION, nd.TEST_SPLIT_SEED, part="test", pool="digits"
     )
     assert set(keep).isdisjoint(test)
     assert len(keep) + len(test) == len(y)

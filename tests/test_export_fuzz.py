@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nas.export import main
-from nas.space import load_space
+from nas.spaces import load_space
 from nas.stored import MARKDOWN_SPECIAL
 from nas.task import Task
 

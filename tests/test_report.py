@@ -16,8 +16,8 @@ import pytest
 from conftest import StudyRef
 from optuna.trial import TrialState, create_trial
 
-from nas.report import ATTENTION_OPS, hypervolume, main, pareto
-from nas.search import front
+from nas.report import ATTENTION_OPS, main
+from nas.results import front, hypervolume, pareto
 
 PNGS = (
     "accuracy_vs_latency.png",

@@ -19,7 +19,7 @@ from nas.data import load_data
 from nas.objective import Limits, Objective
 from nas.pruning import make_pruner
 from nas.search import Stopped, _stop_on_signals, parse_args, run_trial, run_worker, settings_from
-from nas.space import load_space
+from nas.spaces import load_space
 from nas.study import finished_count, make_storage, measurement_lock, training_lock
 from nas.train import TrainConfig
 
@@ -547,7 +547,7 @@ def test_the_result_of_a_trial_failed_as_stale_meanwhile_is_dropped(tmp_path: Pa
 
 
 def test_the_front_table_shows_stored_values_as_text_on_one_line() -> None:
-    from nas.search import front_table
+    from nas.results import front_table
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     attrs = {

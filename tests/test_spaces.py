@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from nas.builder import build_model
-from nas.space import (
+from nas.space import sample
+from nas.spaces import (
     SpaceError,
     check_task,
     default_space,
     load_builtin_space,
     load_space,
-    sample,
     space_names,
 )
 from nas.spec import ArchSpec, attention_budget_bytes

@@ -453,15 +453,6 @@ def test_malformed_rows_and_lines_are_located(tmp_path: Path) -> None:
     assert "line 1 is a list, not an object" in error_of(f"jsonl:{jpath}")
 
 
-def test_data_knows_every_text_name() -> None:
-    # nas.data spells the text names out (it cannot import nas.text at import time).
-    import nas.data as nd
-
-    for name in (*nt.TEXT_DATASETS, *(p + "x" for p in nt.TEXT_PREFIXES)):
-        assert nd._is_text(name) and nt.is_text_name(name)
-    assert not nd._is_text("imagefolder:x") and not nd._is_text("digits")
-
-
 def test_other_bad_requests(tmp_path: Path) -> None:
     assert "does not exist" in error_of(f"csv:{tmp_path / 'nope.csv'}")
     assert "names no file" in error_of("jsonl:")
