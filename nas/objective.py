@@ -34,9 +34,8 @@ from nas.train import TrainConfig, train
 STEPS_PER_EPOCH = 100
 
 # A trial is judged by the pruner only after this many optimiser steps: before that,
-# validation accuracy says little about where a network ends. Measured on Fashion-MNIST
-# (bench/pruning.py, batch 128, rank correlation of a rung's accuracy with the end's):
-# 0.32 after 10 steps, 0.54 after 21, 0.80-0.86 after 32.
+# validation accuracy says little about where a network ends (rank correlations with the
+# end's: the README's "Pareto-aware pruning", from bench/pruning.py).
 MIN_STEPS_JUDGED = 32
 
 

@@ -59,12 +59,8 @@ from nas.text import is_text_name
 from nas.timelimit import time_limit
 from nas.train import TrainConfig
 
-# Per-trial budget by task kind. Images, measured end to end on this quiet 2-core CPU:
-# `python -m nas.search --trials 100` took 18 minutes at 0.3 epochs (front up to 0.869
-# accuracy; 0.827 at 0.40 ms), 9.5 at 0.15 (0.813; 0.708 at 0.40 ms); at 0.5, 17 trials
-# took 12 minutes. 0.3 leaves room for a loaded machine within about 30 minutes. Text: a
-# trial of 2 epochs on the 22k short texts of bench/text.py takes 5-25 s, and validation
-# accuracy still rose from 2 to 4 epochs.
+# Per-trial budget by task kind: brief enough for a 100-trial search within the hour on a
+# 2-core CPU, long enough to rank networks (times per CPU: the README's "Searching").
 DEFAULT_EPOCHS: dict[TaskKind, float] = {"image": 0.3, "text": 2.0}
 BASELINES = ("seed_cnn", "resnet")
 
@@ -199,10 +195,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# Random attention_cnn samples on Fashion-MNIST: median 83 MFLOPs, but the quarter over
-# 200M held 72% of the compute (up to 2.2 GFLOPs: 20 minutes for 0.1 epoch here). Such
-# networks are neither fast nor needed for 28×28 inputs; capping them keeps a 100-trial
-# search within the hour. They are recorded as pruned with the reason, never trained.
+# Networks far over this per-pixel cost hold most of a search's compute and are neither
+# fast nor needed for small inputs (measured: the README's "Searching"). Over it: recorded
+# as pruned with the reason, never trained.
 FLOPS_PER_PIXEL = 128_000
 
 

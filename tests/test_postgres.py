@@ -99,6 +99,7 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow  # a real search in a subprocess
 def test_three_workers_reach_exactly_n_trials(postgres_url: str) -> None:
     trials = 7
     cmd = [

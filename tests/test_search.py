@@ -41,6 +41,7 @@ def load(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=make_storage(url))
 
 
+@pytest.mark.slow  # a real search in a subprocess
 def test_search_completes_prints_front_and_resumes(tmp_path: Path) -> None:
     # digits keeps this fast; the README shows the same on Fashion-MNIST.
     url = f"sqlite:///{tmp_path}/X.db"
@@ -79,6 +80,7 @@ def test_search_completes_prints_front_and_resumes(tmp_path: Path) -> None:
             assert "latency_ms" in a and "latency_iqr_ms" in a, t.number
 
 
+@pytest.mark.slow  # a real search in a subprocess
 def test_two_workers_reach_exactly_n_trials(tmp_path: Path) -> None:
     # One fixed design: both workers finish their trials almost together, which is when a
     # count taken in two reads of the study missed a trial and asked for one too many.
@@ -153,6 +155,7 @@ def start_and_stop_mid_trial(
 
 # kill -9 then a rerun, on every accepted storage: tests/test_storages.py.
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+@pytest.mark.slow  # a real search in a subprocess
 def test_stopped_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path, sig: int) -> None:
     name = "k"
     args, code, _ = start_and_stop_mid_trial(tmp_path, name, sig)
@@ -176,6 +179,7 @@ def test_stopped_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path, sig:
     assert len(after.trials) == 4
 
 
+@pytest.mark.slow  # a real search in a subprocess
 def test_kill_pid_stops_every_worker_and_queues_their_trials(tmp_path: Path) -> None:
     # `kill PID` reaches the parent only: it must stop its workers too, not orphan them.
     name = "w"
@@ -468,6 +472,7 @@ def test_the_default_trial_time_limit_follows_the_study() -> None:
     assert trial_time_limit(None, [done(100), done(200), done(900)]) == 2000
 
 
+@pytest.mark.slow  # a real search in a subprocess
 def test_workers_that_fail_make_the_search_fail_with_their_error(tmp_path: Path) -> None:
     # The parent checks the dataset's name; each worker loads its files, and finds none.
     url = f"sqlite:///{tmp_path}/e.db"

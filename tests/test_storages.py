@@ -86,6 +86,7 @@ def wait_for(
         time.sleep(0.3)
 
 
+@pytest.mark.slow  # a real search in a subprocess
 def test_killed_mid_trial_then_rerun_finishes_exactly(storage_url: str, tmp_path: Path) -> None:
     # kill -9 leaves the trial RUNNING with a heartbeat that stops: the rerun waits out the
     # grace, fails it and trains it again, and ends with exactly --trials finished.
@@ -141,6 +142,7 @@ def children(pid: int) -> set[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
+@pytest.mark.slow  # a real search in a subprocess
 def test_a_worker_paused_longer_than_the_old_grace_is_not_declared_dead(tmp_path: Path) -> None:
     # One worker is stopped while it trains (as a worker waiting on the database, or a
     # paused process, is): its heartbeat stops. The other finishes its trial and waits for
