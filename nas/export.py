@@ -34,7 +34,7 @@ Everything read back from the study is data from a database anyone may have edit
   shape, classes) from a built-in dataset's constant shape, else from the stored spec.
 * Stored numbers reach ``model.py`` and ``README.md`` only when they are finite numbers
   of the right kind (else "n/a"; a bad ``mean``/``std`` is refused), stored text only
-  through :func:`nas.codegen.code_text` (and, in the README, escaped for markdown).
+  through :func:`nas.stored.code_text` (and, in the README, escaped for markdown).
 
 Files are written to a staging folder beside ``--out`` and put in place only when
 everything succeeded, so a refused export writes nothing. ``--out`` must be absent or
@@ -190,6 +190,14 @@ def stored_spec(trial: FrozenTrial) -> ArchSpec:
         raise ExportError(f"trial {trial.number}'s stored spec is refused: {e}") from None
 
 
+def stored_seed(value: object, what: str) -> int:
+    """A stored seed: an integer the samplers and numpy take, else an ``ExportError``."""
+    seed = number(value, integer=True)
+    if seed is None or not 0 <= seed < 2**32:
+        raise ExportError(f"{what} must be an integer in [0, 2**32), got {shown(value)}")
+    return int(seed)
+
+
 def stored_dataset(study: optuna.Study) -> str | None:
     """The dataset the study names (None: an older study records none); only a string."""
     dataset = study.user_attrs.get("dataset")
@@ -239,9 +247,7 @@ def data_options(study: optuna.Study) -> dict[str, Any]:
     attrs = study.user_attrs
     if not is_text_name(stored_dataset(study) or ""):
         return {}
-    seed = attrs.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ExportError(f"study attr seed must be an integer in [0, 2**32), got {shown(seed)}")
+    seed = stored_seed(attrs.get("seed", 0), "study attr seed")
     columns = {key: attrs.get(key, default) for key, default in _COLUMNS.items()}
     for key, column in columns.items():
         if not isinstance(column, str):
@@ -695,11 +701,7 @@ def _export(args: argparse.Namespace, study: optuna.Study) -> Path:
         mean, std = checked_normalisation(data.mean, data.std, spec.input.channels, source)
     seed = 0
     if args.weights:
-        seed = trial.user_attrs.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-            raise ExportError(
-                f"trial {trial.number}'s seed must be an integer in [0, 2**32), got {shown(seed)}"
-            )
+        seed = stored_seed(trial.user_attrs.get("seed", 0), f"trial {trial.number}'s seed")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:

@@ -433,8 +433,9 @@ def run_worker(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-            finished, running, waiting = slot_counts(study)
-            limit = trial_time_limit(s.trial_timeout, study.get_trials(deepcopy=False))
+            trials = study.get_trials(deepcopy=False)
+            finished, running, waiting = slot_counts(trials)
+            limit = trial_time_limit(s.trial_timeout, trials)
             if finished < s.trials and (finished + running + waiting < s.trials or waiting):
                 with warnings.catch_warnings():
                     # Optuna warns that heartbeats are meant for Study.optimize: this loop

@@ -66,6 +66,7 @@ import optuna.storages.journal
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.data_common import cache_dir
 from nas.errors import NasError
 from nas.pruning import PrunedTrialsSampler
 
@@ -254,16 +255,15 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
 
 
 def finished_count(study: optuna.Study) -> int:
-    return slot_counts(study)[0]
+    return slot_counts(study.get_trials(deepcopy=False))[0]
 
 
-def slot_counts(study: optuna.Study) -> tuple[int, int, int]:
-    """Finished, running and waiting (queued) trials, from one read of the study.
+def slot_counts(trials: list[FrozenTrial]) -> tuple[int, int, int]:
+    """Finished, running and waiting (queued) trials among ``trials``: one read of the study.
 
     Counted in separate reads, a trial another worker finishes in between is in neither
     count, and one trial too many is asked for.
     """
-    trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     finished = sum(t.state in done and t.number not in retried for t in trials)
@@ -308,14 +308,12 @@ def lock_folder() -> Path:
     """
     given = os.environ.get("NAS_LOCK_DIR", "")
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    cache = os.environ.get("XDG_CACHE_HOME", "")
     if given:
         folder = Path(given)
     elif os.path.isabs(runtime):  # the XDG spec: a relative path is to be ignored
         folder = Path(runtime) / "nas"
     else:
-        base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
-        folder = base / "nas" / "locks"
+        folder = cache_dir() / "locks"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o700)

@@ -270,6 +270,11 @@ def test_locks_make_a_missing_lock_folder(tmp_path: Path, monkeypatch: pytest.Mo
         (("--storage", "notaurl"), "malformed storage URL 'notaurl'"),
         (("--threads", "0"), "--threads must be at least 1, got 0"),
         (("--storage", "postgresql://"), "storage"),
+        # Storages whose promises a search cannot keep (tests/test_study.py).
+        (("--storage", "journal:x.log"), "no heartbeat"),
+        (("--storage", "mysql://me@dbhost/nas"), "no lock across machines"),
+        (("--storage", "mysql+pymysql://me@dbhost/nas"), "no lock across machines"),
+        (("--storage", "sqlite:///:memory:"), "in-memory"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
@@ -285,7 +290,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 2, result.stderr
-    assert message in result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert list(tmp_path.iterdir()) == []
 

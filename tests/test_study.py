@@ -175,19 +175,7 @@ def test_a_search_refuses_storages_whose_promises_it_cannot_keep(
     assert "sqlite:///PATH" in str(e.value) and "postgresql://" in str(e.value)
     with pytest.raises(StudyError, match=problem):
         make_storage(url)
-    # The command line: one line, exit 2, nothing written.
-    done = subprocess.run(
-        [sys.executable, "-m", "nas.search", "--trials", "1", "--storage", url],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("error: ") and problem in done.stderr
-    assert done.stderr.count("\n") == 1, done.stderr
-    assert list(tmp_path.iterdir()) == []
+    # The command line (one line, exit 2, nothing written): test_search's bad-input test.
 
 
 def test_a_journal_study_can_still_be_read(tmp_path: Path) -> None:
