@@ -34,11 +34,17 @@ from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.data import Data, Split, load_data
-from nas.objective import Limits, Objective, first_judged_step
-from nas.pruning import make_pruner
-from nas.search import BASELINES, default_max_flops, run_trial
-from nas.spaces import load_space
-from nas.study import make_sampler, make_storage, open_study
+from nas.search import (
+    Limits,
+    Objective,
+    first_judged_step,
+    load_space,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    open_study,
+)
+from nas.search.cli import BASELINES, default_max_flops, run_trial
 from nas.train import TrainConfig
 
 OUT = Path(__file__).resolve().parent / "out"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import optuna
 
-from nas.study import make_storage
+from nas.search import make_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -76,7 +76,7 @@ from _common import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.pruning import ParetoPruner
+from nas.search import ParetoPruner
 
 
 def parse_args() -> argparse.Namespace:

@@ -75,12 +75,12 @@ def main() -> None:
 
     import torch
 
-    from nas.export import retrain
+    from nas.export.cli import retrain
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    from nas.spec import ArchSpec
-    from nas.study import load_existing_study
+    from nas.model import ArchSpec
+    from nas.search import load_existing_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = load_existing_study(storage, "text")

@@ -42,22 +42,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from nas.augment import normalize
-from nas.builder import build_model
 from nas.data import Data, Split, load_data
-from nas.measure import count_flops, count_params, fingerprint
-from nas.spaces import load_space
+from nas.model import build_model
+from nas.search import load_space
 from nas.train import (
     TrainConfig,
+    count_flops,
+    count_params,
     evaluate,
+    fingerprint,
+    normalize,
     resolve_memory_format,
     resolve_precision,
     train,
 )
 
 
-def plain_loop(model: nn.Module, data: Data, epochs: int, batch_size: int, seed: int
-               ) -> tuple[float, float]:
+def plain_loop(
+    model: nn.Module, data: Data, epochs: int, batch_size: int, seed: int
+) -> tuple[float, float]:
     """(images/s, val accuracy) of the typical DataLoader loop."""
     torch.manual_seed(seed)
     x = normalize(data.train.x, data.mean, data.std)
@@ -80,8 +83,14 @@ def plain_loop(model: nn.Module, data: Data, epochs: int, batch_size: int, seed:
     return images / seconds, acc
 
 
-def hand_loop(model: nn.Module, data: Data, epochs: int, config: TrainConfig,
-              precision: str, channels_last: bool) -> tuple[float, float]:
+def hand_loop(
+    model: nn.Module,
+    data: Data,
+    epochs: int,
+    config: TrainConfig,
+    precision: str,
+    channels_last: bool,
+) -> tuple[float, float]:
     """(images/s, val accuracy) of a minimal resident-tensor loop with our settings."""
     g = torch.Generator().manual_seed(config.seed)
     x = normalize(data.train.x, data.mean, data.std)
@@ -91,8 +100,13 @@ def hand_loop(model: nn.Module, data: Data, epochs: int, config: TrainConfig,
     y = data.train.y
     # A constant learning rate at half the one-cycle peak (about its mean): this loop is a
     # speed reference, its accuracy is printed only to show it trained.
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr * 0.5, momentum=config.momentum,
-                          nesterov=True, weight_decay=config.weight_decay)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr * 0.5,
+        momentum=config.momentum,
+        nesterov=True,
+        weight_decay=config.weight_decay,
+    )
     n, b = len(y), config.batch_size
     model.train()
     start = time.perf_counter()
@@ -122,8 +136,12 @@ def main() -> None:
     parser.add_argument("--plain-batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=2, help="repeats, best images/s kept")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for every run (default: torch's own, one per core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for every run (default: torch's own, one per core)",
+    )
     args = parser.parse_args()
     if args.threads is not None:
         # This process is the benchmark: setting the thread count for all three runs alike
@@ -132,8 +150,15 @@ def main() -> None:
 
     full = load_data("fashion_mnist")
     n = min(args.train_size, len(full.train))
-    data = Data(full.task, Split(full.train.x[:n], full.train.y[:n]), full.val, full.test,
-                full.mean, full.std, full.flip)
+    data = Data(
+        full.task,
+        Split(full.train.x[:n], full.train.y[:n]),
+        full.val,
+        full.test,
+        full.mean,
+        full.std,
+        full.flip,
+    )
     spec = load_space(args.model).spec(data.task)
     initial = build_model(spec, seed=args.seed)
     shape = (data.task.channels, data.task.height, data.task.width)
@@ -141,12 +166,18 @@ def main() -> None:
     precision = resolve_precision(config.precision, torch.device("cpu"))
     memory_format = resolve_memory_format(config.memory_format, torch.device("cpu"))
     fp = fingerprint()
-    print(f"device: {fp['cpu']} ({fp['cpu_count']} cpus, {fp['torch_threads']} threads, "
-          f"bf16 native: {fp['cpu_bf16']}), torch {fp['torch']}")
-    print(f"model: {args.model}, {count_params(initial):,} params, "
-          f"{count_flops(initial, shape) / 1e6:.1f} MFLOP/image")
-    print(f"data: fashion_mnist, {n} training images, {len(data.val)} validation images, "
-          f"{args.epochs} epochs")
+    print(
+        f"device: {fp['cpu']} ({fp['cpu_count']} cpus, {fp['torch_threads']} threads, "
+        f"bf16 native: {fp['cpu_bf16']}), torch {fp['torch']}"
+    )
+    print(
+        f"model: {args.model}, {count_params(initial):,} params, "
+        f"{count_flops(initial, shape) / 1e6:.1f} MFLOP/image"
+    )
+    print(
+        f"data: fashion_mnist, {n} training images, {len(data.val)} validation images, "
+        f"{args.epochs} epochs"
+    )
 
     # Rounds in rotating order, best images/s per method kept (as timeit keeps the best
     # time): a neighbour's burst of load then slows one run of a method, not its figure.
@@ -157,7 +188,7 @@ def main() -> None:
         "plain": f"plain  (DataLoader, batch {args.plain_batch}, Adam, fp32, contiguous)",
         "ours": f"ours   (nas.train, batch {config.batch_size}, {precision}, {memory_format})",
         "hand": f"hand   (resident tensors, randperm, batch {config.batch_size}, {precision}, "
-                f"{memory_format}, no augmentation)",
+        f"{memory_format}, no augmentation)",
     }
     order = ["plain", "ours", "hand"]
     for r in range(args.rounds):
@@ -169,12 +200,16 @@ def main() -> None:
                 result = train(model, data, config)
                 ips, a = result.images_per_second, result.val_accuracy
             else:
-                ips, a = hand_loop(model, data, args.epochs, config, precision,
-                                   memory_format == "channels_last")
+                ips, a = hand_loop(
+                    model, data, args.epochs, config, precision, memory_format == "channels_last"
+                )
             best[method] = max(best.get(method, 0.0), ips)
             acc[method] = a
-            print(f"  round {r + 1} {method:5s} {ips:7.1f} images/s  val_accuracy {a:.4f}  "
-                  f"(load avg {os.getloadavg()[0]:.1f})", flush=True)
+            print(
+                f"  round {r + 1} {method:5s} {ips:7.1f} images/s  val_accuracy {a:.4f}  "
+                f"(load avg {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
     for method in order:
         print(f"{labels[method]}: {best[method]:7.1f} images/s  val_accuracy {acc[method]:.4f}")
     print(f"ours / hand images/s: {best['ours'] / best['hand']:.3f}")

@@ -28,7 +28,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
-from nas.study import StudyError, open_existing_storage
+from nas.search import StudyError, open_existing_storage
 
 DEFAULT_PORT = 8080
 

@@ -40,11 +40,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.objective import STEPS_PER_EPOCH
-from nas.results import counts, front_table, hypervolume, pareto
-from nas.spec import ATTENTION_FIELDS, ArchSpec
+from nas.model import ATTENTION_FIELDS, ArchSpec
+from nas.search import (
+    OBJECTIVES,
+    STEPS_PER_EPOCH,
+    StudyError,
+    counts,
+    front_table,
+    hypervolume,
+    load_existing_study,
+    pareto,
+)
 from nas.stored import number
-from nas.study import OBJECTIVES, StudyError, load_existing_study
 
 # "none": no attention layer anywhere in the network; then every op the spec knows.
 ATTENTION_OPS = ("none", *ATTENTION_FIELDS)

@@ -16,9 +16,8 @@ from typing import Any, cast
 
 import optuna
 
-from nas.spaces import SpaceError, Suggest, example_task, load_space, space_names
-from nas.spec import ArchSpec
-from nas.task import Task
+from nas.model import ArchSpec, Task
+from nas.search import SpaceError, Suggest, example_task, load_space, space_names
 
 
 def sample(
@@ -74,8 +73,8 @@ def describe(suggest: Suggest, task: Task, draws: int = 300, seed: int = 0) -> s
 
 
 def _flops(spec: ArchSpec) -> int:
-    from nas.builder import build_model
-    from nas.measure import count_flops
+    from nas.model import build_model
+    from nas.train import count_flops
 
     model = build_model(spec, seed=0)
     return count_flops(model, spec.input)

@@ -12,8 +12,7 @@ from dataclasses import replace
 
 import optuna
 
-from nas.spec import AttentionSpec, attention_budget_bytes, score_bytes
-from nas.task import Task
+from nas.model import AttentionSpec, Task, attention_budget_bytes, score_bytes
 
 
 def stem_stride(task: Task) -> int:

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import optuna
 
-from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
-from nas.task import Task
+from nas.model import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec, Task
 from search_spaces._common import (
     after_downsample,
     downsample_rule,

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import optuna
 
-from nas.spec import ArchSpec, HeadSpec, InputSpec, StageSpec, StemSpec
-from nas.task import Task
+from nas.model import ArchSpec, HeadSpec, InputSpec, StageSpec, StemSpec, Task
 from search_spaces._common import stem_stride
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import optuna
 
-from nas.spec import ArchSpec, HeadSpec, InputSpec, StageSpec, StemSpec
-from nas.task import Task
+from nas.model import ArchSpec, HeadSpec, InputSpec, StageSpec, StemSpec, Task
 
 
 def spec(task: Task) -> ArchSpec:

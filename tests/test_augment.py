@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas import augment as aug
+from nas.train import _augment as aug
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.builder import build_model
-from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
+from nas.model import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec, build_model
 
 
 def spec() -> ArchSpec:

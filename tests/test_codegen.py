@@ -13,13 +13,21 @@ import optuna
 import pytest
 import torch
 
-from nas import codegen, layers
-from nas.builder import build_model
-from nas.measure import make_input
-from nas.spaces import load_space
-from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
-from nas.task import Task
-from nas.text import Vocabulary, build_vocabulary
+from nas.data import Vocabulary, build_vocabulary
+from nas.export import _codegen as codegen
+from nas.model import (
+    ArchSpec,
+    AttentionSpec,
+    HeadSpec,
+    InputSpec,
+    StageSpec,
+    StemSpec,
+    Task,
+    build_model,
+    layers,
+)
+from nas.search import load_space
+from nas.train import make_input
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -23,9 +23,8 @@ from conftest import StudyRef
 from optuna_dashboard._note import get_note_from_system_attrs  # how the dashboard reads notes
 
 from nas.dashboard import DEFAULT_PORT, is_loopback, listen, main
-from nas.notes import spec_markdown
-from nas.spec import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
-from nas.study import make_storage
+from nas.model import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec
+from nas.search import make_storage, spec_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 # make_storage's heartbeat retry callback is experimental in Optuna; nothing to act on here.

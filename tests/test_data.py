@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-import nas.data as nd
+import nas.data._load as nd
 from nas.data import DATASETS, Data, DataError, Split, load_data, task_for
-from nas.task import FASHION_MNIST
+from nas.model import FASHION_MNIST
 
 TRAIN_MARK, TEST_MARK = 1, 2
 

@@ -18,10 +18,9 @@ import optuna
 import pytest
 import torch
 
-from nas.builder import build_model
-from nas.export import ExportError, main, parse_pick
-from nas.spec import ArchSpec
-from nas.study import make_storage
+from nas.export.cli import ExportError, main, parse_pick
+from nas.model import ArchSpec, build_model
+from nas.search import make_storage
 from tests.conftest import TEXT_SEED, StudyRef, TextStudyRef
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -299,8 +298,7 @@ def test_text_study_exports_vocab_encode_and_onnx_with_token_ids(
     import onnxruntime
     from safetensors.torch import load_file
 
-    from nas.data import load_data
-    from nas.text import Vocabulary
+    from nas.data import Vocabulary, load_data
 
     out = tmp_path / "text"
     # Its dataset is a path read from the study: the user names it (or trusts it).
@@ -455,7 +453,7 @@ def test_retrain_evaluates_at_the_search_batch(
     digits_study: StudyRef, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import nas.train
-    from nas.export import retrain
+    from nas.export.cli import retrain
 
     batches: list[int] = []
     real = nas.train.evaluate

@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nas.export import main
-from nas.spaces import load_space
+from nas.export.cli import main
+from nas.model import Task
+from nas.search import load_space
 from nas.stored import MARKDOWN_SPECIAL
-from nas.task import Task
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -1,5 +1,6 @@
 """The package's import graph, read with ``ast`` (imports inside functions too): no cycle,
-and no module imports a command-line module (one with a ``__main__`` block)."""
+and only a ``__main__`` imports a command-line module (a ``__main__`` or one with a
+``__main__`` block)."""
 
 from __future__ import annotations
 
@@ -21,14 +22,16 @@ def imported(tree: ast.AST, modules: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             out |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module)
-            out |= {f"{node.module}.{alias.name}" for alias in node.names}
+            # ``from package import submodule`` needs the submodule, not the package's names.
+            subs = {f"{node.module}.{alias.name}" for alias in node.names} & modules
+            out |= subs if len(subs) == len(node.names) else {node.module, *subs}
     return {name for name in out if name in modules}
 
 
-def is_cli(tree: ast.Module) -> bool:
-    """Whether the module has an ``if __name__ == "__main__":`` block."""
-    return any(
+def is_cli(name: str, tree: ast.Module) -> bool:
+    """Whether the module is a package's ``__main__`` or has an ``if __name__ == "__main__":``
+    block."""
+    return name.endswith(".__main__") or any(
         isinstance(node, ast.If)
         and isinstance(node.test, ast.Compare)
         and isinstance(node.test.left, ast.Name)
@@ -41,7 +44,7 @@ def graph() -> tuple[dict[str, set[str]], set[str]]:
     trees = {module_name(p): ast.parse(p.read_text()) for p in sorted(NAS.rglob("*.py"))}
     modules = set(trees)
     edges = {name: imported(tree, modules) - {name} for name, tree in trees.items()}
-    return edges, {name for name, tree in trees.items() if is_cli(tree)}
+    return edges, {name for name, tree in trees.items() if is_cli(name, tree)}
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -75,27 +78,29 @@ def test_the_import_graph_has_no_cycle() -> None:
 
 def test_no_module_imports_a_command_line_module() -> None:
     edges, clis = graph()
-    assert {"nas.search", "nas.report", "nas.export", "nas.dashboard", "nas.space"} <= clis
-    assert sorted((a, b) for a, b_set in edges.items() for b in b_set if b in clis) == []
+    commands = {"nas.search.cli", "nas.export.cli", "nas.report", "nas.dashboard", "nas.space"}
+    assert commands | {"nas.search.__main__", "nas.export.__main__"} <= clis
+    # Only a ``__main__`` (``python -m``, the ``nas`` command) starts a command.
+    imports = [(a, b) for a, b_set in edges.items() for b in b_set if b in clis]
+    assert sorted((a, b) for a, b in imports if not a.endswith("__main__")) == []
 
 
 def test_the_checks_catch_what_they_look_for() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
     tree = ast.parse("def f():\n    from nas.search import main\n")
     assert imported(tree, {"nas.search", "nas.data"}) == {"nas.search"}
-    assert is_cli(ast.parse("if __name__ == '__main__':\n    pass\n"))
+    assert is_cli("nas.x", ast.parse("if __name__ == '__main__':\n    pass\n"))
+    assert is_cli("nas.x.__main__", ast.parse("pass\n"))
+    assert not is_cli("nas.x", ast.parse("pass\n"))
 
 
 def test_every_user_facing_error_is_a_nas_error() -> None:
-    from nas.augment import AugmentError
-    from nas.data_common import DataError
+    from nas.data import DataError
     from nas.errors import NasError
-    from nas.export import ExportError
-    from nas.spaces import SpaceError
-    from nas.spec import ArchSpecError
-    from nas.study import LockTimeout, StudyError
-    from nas.task import TaskError
-    from nas.train import TrainConfigError
+    from nas.export.cli import ExportError
+    from nas.model import ArchSpecError, TaskError
+    from nas.search import LockTimeout, SpaceError, StudyError
+    from nas.train import AugmentError, TrainConfigError
 
     errors = (AugmentError, DataError, ExportError, SpaceError, ArchSpecError, StudyError)
     errors += (LockTimeout, TaskError, TrainConfigError)

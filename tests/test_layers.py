@@ -8,9 +8,7 @@ import math
 import pytest
 import torch
 
-from nas import layers
-from nas.builder import Stage, build_attention
-from nas.spec import AttentionSpec, StageSpec
+from nas.model import AttentionSpec, Stage, StageSpec, build_attention, layers
 
 
 def qkv(n: int = 5, nk: int | None = None, d: int = 4) -> tuple[torch.Tensor, ...]:

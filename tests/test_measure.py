@@ -6,14 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas.measure import (
-    Latency,
-    count_flops,
-    count_params,
-    fingerprint,
-    measure_latency,
-    peak_memory,
-)
+from nas.train import Latency, count_flops, count_params, fingerprint, measure_latency, peak_memory
 
 SHAPE = (16, 24, 24)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.study import finished_count, make_storage, slot_lock
+from nas.search import finished_count, make_storage, slot_lock
 from tests.test_study import held, timeout_message
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.pruning import (
+from nas.search import (
     LATENCY_ATTR,
     ParetoPruner,
     PrunedTrialsSampler,
@@ -511,7 +511,7 @@ def test_make_pruner_refuses_unknown_names() -> None:
 
 
 def test_first_judged_step_is_after_32_optimiser_steps() -> None:
-    from nas.objective import MIN_STEPS_JUDGED, STEPS_PER_EPOCH, first_judged_step
+    from nas.search import MIN_STEPS_JUDGED, STEPS_PER_EPOCH, first_judged_step
 
     # Fashion-MNIST's 54,000 training images in batches of 128: 32 steps = 0.076 epoch.
     assert first_judged_step(54_000, 128) == 8

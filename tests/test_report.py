@@ -17,7 +17,7 @@ from conftest import StudyRef
 from optuna.trial import TrialState, create_trial
 
 from nas.report import ATTENTION_OPS, main
-from nas.results import front, hypervolume, pareto
+from nas.search import front, hypervolume, pareto
 
 PNGS = (
     "accuracy_vs_latency.png",

@@ -16,11 +16,24 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.data import load_data
-from nas.objective import Limits, Objective
-from nas.pruning import make_pruner
-from nas.search import Stopped, _stop_on_signals, parse_args, run_trial, run_worker, settings_from
-from nas.spaces import load_space
-from nas.study import finished_count, make_storage, measurement_lock, training_lock
+from nas.search import (
+    Limits,
+    Objective,
+    finished_count,
+    load_space,
+    make_pruner,
+    make_storage,
+    measurement_lock,
+    training_lock,
+)
+from nas.search.cli import (
+    Stopped,
+    _stop_on_signals,
+    parse_args,
+    run_trial,
+    run_worker,
+    settings_from,
+)
 from nas.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -368,7 +381,7 @@ def test_flags_that_cannot_work_are_refused_before_anything_is_written(
     args: tuple[str, ...],
     message: str,
 ) -> None:
-    from nas.search import main
+    from nas.search.cli import main
 
     monkeypatch.chdir(tmp_path)  # the default storage would be made here
     assert main(["--trials", "1", "--dataset", "digits", *args]) == 2
@@ -378,8 +391,8 @@ def test_flags_that_cannot_work_are_refused_before_anything_is_written(
 
 
 def test_a_resume_with_other_settings_is_refused_or_recorded(tmp_path: Path) -> None:
-    from nas.search import build_study
-    from nas.study import StudyError
+    from nas.search import StudyError
+    from nas.search.cli import build_study
 
     url = f"sqlite:///{tmp_path}/r.db"
     common = ["--dataset", "digits", "--storage", url, "--study-name", "r"]
@@ -405,8 +418,8 @@ def test_workers_on_one_study_draw_different_trials_and_enqueue_baselines_once(
     tmp_path: Path,
 ) -> None:
     # Two workers (on two machines, each its worker 0) starting a new study together.
-    from nas.search import build_study
-    from nas.task import Task
+    from nas.model import Task
+    from nas.search.cli import build_study
 
     url = f"sqlite:///{tmp_path}/w.db"
     s = settings_from(parse_args(["--dataset", "digits", "--storage", url, "--study-name", "w"]))
@@ -463,7 +476,7 @@ def test_a_trial_over_its_time_limit_is_failed_and_the_study_goes_on(tmp_path: P
 def test_the_default_trial_time_limit_follows_the_study() -> None:
     import datetime
 
-    from nas.search import DEFAULT_TRIAL_TIMEOUT, MIN_TRIAL_TIMEOUT, trial_time_limit
+    from nas.search.cli import DEFAULT_TRIAL_TIMEOUT, MIN_TRIAL_TIMEOUT, trial_time_limit
 
     def done(seconds: float) -> optuna.trial.FrozenTrial:
         trial = optuna.trial.create_trial(values=[0.5, 1.0], state=TrialState.COMPLETE)
@@ -492,7 +505,7 @@ def test_workers_that_fail_make_the_search_fail_with_their_error(tmp_path: Path)
 def test_waiting_for_the_machine_does_not_count_against_the_time_limit(tmp_path: Path) -> None:
     # Another worker trains for longer than this trial's limit: measuring waits for it,
     # and that wait is not the trial's own time.
-    hold = "import sys\nfrom nas.study import training_lock\nwith training_lock():\n"
+    hold = "import sys\nfrom nas.search import training_lock\nwith training_lock():\n"
     holder = subprocess.Popen(
         [sys.executable, "-c", hold + "    print(1, flush=True)\n    sys.stdin.read()\n"],
         stdin=subprocess.PIPE,
@@ -520,8 +533,8 @@ def test_a_failed_heartbeat_write_does_not_stop_the_heartbeat(
 ) -> None:
     # Optuna's heartbeat thread ends at its first failed write ("database is locked"):
     # the live trial would then go stale and be failed under its worker.
-    from nas.search import _heartbeat
-    from nas.study import HEARTBEAT_SECONDS
+    from nas.search import HEARTBEAT_SECONDS
+    from nas.search.cli import _heartbeat
 
     storage = make_storage(f"sqlite:///{tmp_path}/h.db")
     study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
@@ -557,7 +570,7 @@ def test_the_result_of_a_trial_failed_as_stale_meanwhile_is_dropped(tmp_path: Pa
 
 
 def test_the_front_table_shows_stored_values_as_text_on_one_line() -> None:
-    from nas.results import front_table
+    from nas.search import front_table
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     attrs = {

@@ -11,9 +11,8 @@ import optuna
 import pytest
 import torch
 
-from nas.builder import build_model
-from nas.space import sample
-from nas.spaces import (
+from nas.model import ArchSpec, Task, attention_budget_bytes, build_model
+from nas.search import (
     SpaceError,
     check_task,
     default_space,
@@ -21,8 +20,7 @@ from nas.spaces import (
     load_space,
     space_names,
 )
-from nas.spec import ArchSpec, attention_budget_bytes
-from nas.task import Task
+from nas.space import sample
 
 TASKS = [
     Task("gray28", "image", 1, 28, 28, 10),

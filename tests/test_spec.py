@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from nas.spec import (
+from nas.model import (
     ArchSpec,
     ArchSpecError,
     AttentionSpec,
@@ -144,7 +144,7 @@ def test_attention_over_memory_budget_is_refused_with_budget(
 def test_explicit_budget_is_independent_of_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nas.spec import MAX_ATTENTION_BUDGET_MB, attention_budget, attention_budget_bytes
+    from nas.model import MAX_ATTENTION_BUDGET_MB, attention_budget, attention_budget_bytes
 
     big = StageSpec("plain", 32, attention=AttentionSpec("softmax", heads=8, head_dim=4))
     data = make_spec().to_dict()
@@ -363,7 +363,7 @@ def test_from_dict_rejects_tampered_text_specs(edit, path: str) -> None:  # type
 
 
 def test_input_for_a_task() -> None:
-    from nas.task import Task
+    from nas.model import Task
 
     text = Task("t", "text", 1, 1, 1, 3, length=50, vocab_size=900)
     assert InputSpec.for_task(text) == InputSpec(1, 1, 50, kind="text", vocab_size=900)

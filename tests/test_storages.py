@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from nas.study import GRACE_SECONDS, finished_count, make_storage
+from nas.search import GRACE_SECONDS, finished_count, make_storage
 from tests.test_postgres import postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]

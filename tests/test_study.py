@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.study import (
+from nas.search import (
     LockTimeout,
     StudyError,
     check_storage_url,
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 # A process that takes one of nas.study's locks, says so, and holds it until its stdin ends.
 HOLD = """
 import sys
-from nas.study import measurement_lock, slot_lock, training_lock
+from nas.search import measurement_lock, slot_lock, training_lock
 kind, args = sys.argv[1], sys.argv[2:]
 lock = {"slot": slot_lock, "measure": measurement_lock, "train": training_lock}[kind]
 with lock(*args):

@@ -19,9 +19,9 @@ import pytest
 import torch
 from torch import nn
 
-import nas.text as nt
+import nas.data._text as nt
 from nas.data import Data, DataError, Split, load_data, task_for
-from nas.task import Task, TaskError
+from nas.model import Task, TaskError
 from nas.train import TrainConfig, evaluate, train
 from tests.conftest import TEXT_SEED, TextStudyRef
 
@@ -592,7 +592,7 @@ def test_trainer_learns_a_text_task(tmp_path: Path) -> None:
 
 
 def test_search_passes_the_columns_on(tmp_path: Path) -> None:
-    from nas.search import parse_args, settings_from
+    from nas.search.cli import parse_args, settings_from
 
     rows = [(label, text) for text, label in make_rows(5)]
     path = write_csv(tmp_path / "cols.csv", rows, header=("topic", "body"))
@@ -621,9 +621,9 @@ def test_search_on_a_text_dataset_uses_manet_text_and_records_the_vocabulary_inp
 
     import optuna
 
-    from nas.search import DEFAULT_EPOCHS, build_study, parse_args, settings_from
-    from nas.spec import ArchSpec
-    from nas.study import StudyError, make_storage
+    from nas.model import ArchSpec
+    from nas.search import StudyError, make_storage
+    from nas.search.cli import DEFAULT_EPOCHS, build_study, parse_args, settings_from
 
     study = optuna.load_study(study_name=text_study.name, storage=make_storage(text_study.storage))
     attrs = study.user_attrs

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from nas import augment as aug
-from nas import train as tr
 from nas.data import Data, Split
-from nas.task import Task
+from nas.model import Task
 from nas.train import TrainConfig, TrainConfigError, evaluate, train
+from nas.train import _augment as aug
+from nas.train import _trainer as tr
 
 CLASSES = 4
 SIDE = 8

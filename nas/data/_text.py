@@ -62,14 +62,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from nas.data_common import (
-    TEST_FRACTION,
-    TEST_SPLIT_SEED,
-    DataError,
-    data_root,
-    stratified_split,
-)
-from nas.task import Task
+from nas.data._common import TEST_FRACTION, TEST_SPLIT_SEED, DataError, data_root, stratified_split
+from nas.model import Task
 
 Tokenizer = Literal["words", "bytes"]
 

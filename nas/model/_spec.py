@@ -37,11 +37,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
-from nas import layers
 from nas.errors import NasError
+from nas.model import layers
 
 if TYPE_CHECKING:
-    from nas.task import Task
+    from nas.model._task import Task
 
 SCHEMA_VERSION = 2
 # Versions from_dict reads; what each added is in the module docstring.

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas import layers
-from nas.spec import ArchSpec, AttentionSpec, StageSpec
+from nas.model import layers
+from nas.model._spec import ArchSpec, AttentionSpec, StageSpec
 
 
 class Stage(nn.Module):

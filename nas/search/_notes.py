@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 
-from nas.spec import ArchSpec, AttentionSpec
+from nas.model import ArchSpec, AttentionSpec
 from nas.stored import markdown_text
 
 

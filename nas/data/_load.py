@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nas.data_common import (
+from nas.data._common import (
     TEST_FRACTION,
     TEST_SPLIT_SEED,
     DataError,
@@ -52,8 +52,7 @@ from nas.data_common import (
     data_root,
     stratified_split,
 )
-from nas.task import Task
-from nas.text import (
+from nas.data._text import (
     TEXT_DATASETS,
     TEXT_PREFIXES,
     TextSplits,
@@ -63,6 +62,7 @@ from nas.text import (
     load_text,
     text_task,
 )
+from nas.model import Task
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,7 @@ import optuna
 
 import search_spaces
 from nas.errors import NasError
-from nas.spec import ArchSpec
-from nas.task import FASHION_MNIST, Task
+from nas.model import FASHION_MNIST, ArchSpec, Task
 
 Suggest = Callable[[optuna.Trial, Task], ArchSpec]
 

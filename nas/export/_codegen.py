@@ -34,9 +34,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from nas import layers
-from nas.spec import ArchSpec, AttentionSpec, StageSpec
-from nas.text import BYTE_VOCAB_SIZE, OOV_ID, PAD_ID, WORD_PATTERN
+from nas.data import BYTE_VOCAB_SIZE, OOV_ID, PAD_ID, WORD_PATTERN
+from nas.model import ArchSpec, AttentionSpec, StageSpec, layers
 
 # Registry name → the code that makes it. tests/test_codegen.py checks these cover every
 # registered name, so a new op cannot be added without teaching the exporter about it.

@@ -62,14 +62,12 @@ import optuna
 import torch
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
-from nas.codegen import render_code
+from nas.data import Vocabulary, is_text_name
 from nas.errors import NasError
-from nas.results import front
-from nas.spaces import SpaceError, load_builtin_space, load_space, space_names
-from nas.spec import ArchSpec, ArchSpecError, InputSpec, attention_budget, check_budget_mb
+from nas.export._codegen import render_code
+from nas.model import ArchSpec, ArchSpecError, InputSpec, Task, attention_budget, check_budget_mb
+from nas.search import SpaceError, front, load_builtin_space, load_space, space_names
 from nas.stored import code_text, figure, markdown_text, number, printable, shown
-from nas.task import Task
-from nas.text import Vocabulary, is_text_name
 
 # Stored datasets the export reads without the user naming them: their files are bundled
 # or in one fixed place, and nothing is downloaded. Any other names a path or a download.
@@ -554,8 +552,8 @@ def retrain(
 
     ``dataset`` defaults to the study's (the export passes the one it may read).
     """
-    from nas.builder import build_model
     from nas.data import Split, load_data
+    from nas.model import build_model
     from nas.train import TrainConfig, evaluate, train
 
     name = dataset if dataset is not None else stored_dataset(study)
@@ -593,7 +591,7 @@ def write_onnx(model: torch.nn.Module, spec: ArchSpec, path: Path) -> float:
     """``model.onnx`` with a dynamic batch; the largest difference from PyTorch's output."""
     import onnxruntime
 
-    from nas.measure import make_input
+    from nas.train import make_input
 
     x = make_input(spec.input, 2)  # float images or int64 token ids, as the spec says
     name = "token_ids" if spec.input.is_text else "images"
@@ -652,7 +650,7 @@ def _install(staging: Path, out: Path, aside: Path) -> None:
 
 
 def export(args: argparse.Namespace) -> Path:
-    from nas.study import load_existing_study
+    from nas.search import load_existing_study
 
     study = load_existing_study(args.storage, args.study_name)
     budget = stored_budget(study)

@@ -33,13 +33,13 @@ import torch
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from nas import pruning
-from nas.data import DATASETS, load_data, task_for
-from nas.objective import Limits, Objective, first_judged_step
-from nas.results import counts, front, front_table
-from nas.spaces import check_task, default_space, load_space
-from nas.spec import attention_budget_bytes
-from nas.study import (
+from nas.data import DATASETS, is_text_name, load_data, task_for
+from nas.model import Task, TaskKind, attention_budget_bytes
+from nas.search import _pruning as pruning
+from nas.search._objective import Limits, Objective, first_judged_step
+from nas.search._results import counts, front, front_table
+from nas.search._spaces import check_task, default_space, load_space
+from nas.search._storage import (
     HEARTBEAT_SECONDS,
     OBJECTIVE_SETS,
     SAMPLERS,
@@ -54,9 +54,7 @@ from nas.study import (
     slot_counts,
     slot_lock,
 )
-from nas.task import Task, TaskKind
-from nas.text import is_text_name
-from nas.timelimit import time_limit
+from nas.search._timelimit import time_limit
 from nas.train import TrainConfig
 
 # Per-trial budget by task kind: brief enough for a 100-trial search within the hour on a

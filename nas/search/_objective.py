@@ -18,16 +18,14 @@ from typing import Any
 import optuna
 import torch
 
-from nas import pruning
-from nas.builder import build_model
 from nas.data import Data
-from nas.measure import count_flops, count_params, fingerprint, measure_latency
-from nas.notes import write_note
-from nas.spaces import Suggest, load_builtin_space
-from nas.spec import ArchSpec
-from nas.study import MACHINE_LOCK_TIMEOUT, measurement_lock, training_lock
-from nas.timelimit import uncounted
-from nas.train import TrainConfig, train
+from nas.model import ArchSpec, build_model
+from nas.search import _pruning as pruning
+from nas.search._notes import write_note
+from nas.search._spaces import Suggest, load_builtin_space
+from nas.search._storage import MACHINE_LOCK_TIMEOUT, measurement_lock, training_lock
+from nas.search._timelimit import uncounted
+from nas.train import TrainConfig, count_flops, count_params, fingerprint, measure_latency, train
 
 # Learning-curve steps are hundredths of an epoch: Optuna wants integer steps and the
 # rungs of a brief training are fractions of an epoch.

@@ -57,9 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas import augment as aug
 from nas.errors import NasError
-from nas.task import TaskKind
+from nas.model import TaskKind
+from nas.train import _augment as aug
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["onecycle", "cosine"]

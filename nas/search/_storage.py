@@ -66,9 +66,9 @@ import optuna.storages.journal
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.data_common import cache_dir
+from nas.data import cache_dir
 from nas.errors import NasError
-from nas.pruning import PrunedTrialsSampler
+from nas.search._pruning import PrunedTrialsSampler
 
 # A storage write, a heartbeat's too, may wait up to DB_WAIT_SECONDS for another worker's
 # transaction (SQLite's busy timeout), so a live worker's heartbeat can be that late: a

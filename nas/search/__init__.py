@@ -1,0 +1,91 @@
+"""The search: spaces that sample an ArchSpec, the objective that trains and measures one
+trial, the pruner, the study's storage and locks, and the results (front, hypervolume).
+The command line is :mod:`nas.search.cli` (``python -m nas.search``)."""
+
+from nas.search._notes import spec_markdown
+from nas.search._objective import (
+    MIN_STEPS_JUDGED,
+    STEPS_PER_EPOCH,
+    Limits,
+    Objective,
+    first_judged_step,
+)
+from nas.search._pruning import (
+    LATENCY_ATTR,
+    ParetoPruner,
+    PrunedTrialsSampler,
+    make_pruner,
+    report,
+    should_prune,
+)
+from nas.search._results import counts, front, front_table, hypervolume, pareto
+from nas.search._spaces import (
+    SpaceError,
+    Suggest,
+    check_task,
+    default_space,
+    example_task,
+    load_builtin_space,
+    load_space,
+    space_names,
+)
+from nas.search._storage import (
+    GRACE_SECONDS,
+    HEARTBEAT_SECONDS,
+    OBJECTIVES,
+    LockTimeout,
+    StudyError,
+    check_storage_url,
+    finished_count,
+    load_existing_study,
+    make_sampler,
+    make_storage,
+    measurement_lock,
+    open_existing_storage,
+    open_study,
+    slot_lock,
+    training_lock,
+)
+
+__all__ = [
+    "GRACE_SECONDS",
+    "HEARTBEAT_SECONDS",
+    "LATENCY_ATTR",
+    "MIN_STEPS_JUDGED",
+    "OBJECTIVES",
+    "STEPS_PER_EPOCH",
+    "Limits",
+    "LockTimeout",
+    "Objective",
+    "ParetoPruner",
+    "PrunedTrialsSampler",
+    "SpaceError",
+    "StudyError",
+    "Suggest",
+    "check_storage_url",
+    "check_task",
+    "counts",
+    "default_space",
+    "example_task",
+    "finished_count",
+    "first_judged_step",
+    "front",
+    "front_table",
+    "hypervolume",
+    "load_builtin_space",
+    "load_existing_study",
+    "load_space",
+    "make_pruner",
+    "make_sampler",
+    "make_storage",
+    "measurement_lock",
+    "open_existing_storage",
+    "open_study",
+    "pareto",
+    "report",
+    "should_prune",
+    "slot_lock",
+    "space_names",
+    "spec_markdown",
+    "training_lock",
+]
