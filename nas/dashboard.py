@@ -21,13 +21,11 @@ import argparse
 import errno
 import ipaddress
 import sys
-import warnings
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import optuna
-
+from nas import command
 from nas.search import StudyError, open_existing_storage
 
 DEFAULT_PORT = 8080
@@ -79,12 +77,7 @@ def listen(app: Any, host: str, port: int | None, debug: bool) -> _Server:
     return server
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m nas.dashboard",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", required=True, help="Optuna storage URL of the study")
     p.add_argument(
         "--port", type=int, help=f"default (or 0): {DEFAULT_PORT}, or a free port if it is taken"
@@ -95,27 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         help="default 127.0.0.1 (this machine only); on any other address, anyone who can "
         "reach the port can modify and delete studies",
     )
-    p.add_argument("--debug", action="store_true", help="tracebacks and a log line per request")
-    args = p.parse_args(argv)
 
-    if not args.debug:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    try:
-        if args.port is not None and not 0 <= args.port <= 65535:
-            raise StudyError(f"--port must be in [0, 65535], got {args.port}")
-        storage = open_existing_storage(args.storage)
-        import optuna_dashboard  # after the checks: it takes seconds to import
 
-        # wsgi() takes a built storage: ours waits on SQLite locks held by the search's
-        # workers instead of failing. (run_server would serve one request at a time.)
-        app = optuna_dashboard.wsgi(storage)
-        server = listen(app, args.host, args.port, args.debug)
-    except Exception as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise StudyError(f"--port must be in [0, 65535], got {args.port}")
+    storage = open_existing_storage(args.storage)
+    import optuna_dashboard  # after the checks: it takes seconds to import
+
+    # wsgi() takes a built storage: ours waits on SQLite locks held by the search's
+    # workers instead of failing. (run_server would serve one request at a time.)
+    app = optuna_dashboard.wsgi(storage)
+    server = listen(app, args.host, args.port, args.debug)
     if not is_loopback(args.host):
         # optuna-dashboard has no login, and its API writes to the storage.
         print(
@@ -134,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.main("dashboard", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import csv
 import html
 import math
 import sys
-import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from optuna.trial import FrozenTrial, TrialState
 
+from nas import command
 from nas.model import ATTENTION_FIELDS, ArchSpec
 from nas.search import (
     OBJECTIVES,
@@ -366,27 +366,14 @@ def write_html(path: Path, study: optuna.Study, names: list[str], table: str) ->
     return notes
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m nas.report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", required=True, help="Optuna storage URL of the study")
     p.add_argument("--study-name", required=True)
     p.add_argument("--out", type=Path, help="default studies/<study-name>-report/")
-    p.add_argument("--debug", action="store_true", help="tracebacks and Optuna's logs")
-    args = p.parse_args(argv)
-    if not args.debug:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = open_study(args.storage, args.study_name)
-    except Exception as e:  # bad URL, missing file, unknown study, empty study
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
-        return 2
 
+
+def run(args: argparse.Namespace) -> int:
+    study = open_study(args.storage, args.study_name)
     out: Path = args.out or Path("studies") / f"{args.study_name}-report"
     names = objective_names(study)
     trials = study.get_trials(deepcopy=False)
@@ -400,15 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     table = f"{title} ({', '.join(names)}):\n{front_table(study)}" if c["complete"] else ""
     print(f"\n{table or 'no complete trials: no front'}\n")
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "trials.csv", trials_frame(study))
-        notes += write_html(out / "report.html", study, names, table)
-    except Exception as e:  # an unwritable folder, a full disk
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable folder, a full disk: exit 1
+    write_csv(out / "trials.csv", trials_frame(study))
+    notes += write_html(out / "report.html", study, names, table)
     written = ["trials.csv", "report.html"]
     plots: dict[str, Callable[[Axes], None]] = {
         "accuracy_vs_latency.png": lambda ax: plot_accuracy_latency(ax, trials),
@@ -434,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.main("report", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

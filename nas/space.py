@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import optuna
 
+from nas import command
 from nas.model import ArchSpec, Task
 from nas.search import SpaceError, Suggest, example_task, load_space, space_names
 
@@ -80,12 +81,7 @@ def _flops(spec: ArchSpec) -> int:
     return count_flops(model, spec.input)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m nas.space",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "space", help=f"a built-in space ({', '.join(space_names())}) or a .py path"
     )
@@ -95,31 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", action="store_true", help="one JSON object per line: spec, params, flops"
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = parser.parse_args(argv)
-    try:
-        module = load_space(args.space)
-        suggest = cast(Suggest, module.suggest)
-        task = example_task(module)  # spaces read only its shape
-        if args.sample is not None and args.sample < 1:
-            raise SpaceError(f"--sample must be at least 1, got {args.sample}")
-        if args.describe or args.sample is None:
-            print(describe(suggest, task))
-        if args.sample is not None:
-            for i, (spec, params) in enumerate(sample(suggest, task, args.sample, args.seed)):
-                if args.json:
-                    row = {"spec": spec.to_dict(), "params": params, "flops": _flops(spec)}
-                    print(json.dumps(row))
-                else:
-                    print(f"[{i}] {spec.summary()}")
-    except Exception as e:  # one clear line for users; the traceback with --debug
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    module = load_space(args.space)
+    suggest = cast(Suggest, module.suggest)
+    task = example_task(module)  # spaces read only its shape
+    if args.sample is not None and args.sample < 1:
+        raise SpaceError(f"--sample must be at least 1, got {args.sample}")
+    if args.describe or args.sample is None:
+        print(describe(suggest, task))
+    if args.sample is not None:
+        for i, (spec, params) in enumerate(sample(suggest, task, args.sample, args.seed)):
+            if args.json:
+                row = {"spec": spec.to_dict(), "params": params, "flops": _flops(spec)}
+                print(json.dumps(row))
+            else:
+                print(f"[{i}] {spec.summary()}")
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    return command.main("space", __doc__, add_arguments, run, argv)
+
+
 if __name__ == "__main__":
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     sys.exit(main())

@@ -62,12 +62,13 @@ import optuna
 import torch
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
+from nas import command
 from nas.data import Vocabulary, is_text_name
 from nas.errors import NasError
 from nas.export._codegen import render_code
 from nas.model import ArchSpec, ArchSpecError, InputSpec, Task, attention_budget, check_budget_mb
 from nas.search import SpaceError, front, load_builtin_space, load_space, space_names
-from nas.stored import code_text, figure, markdown_text, number, printable, shown
+from nas.stored import code_text, figure, markdown_text, number, shown
 
 # Stored datasets the export reads without the user naming them: their files are bundled
 # or in one fixed place, and nothing is downloaded. Any other names a path or a download.
@@ -738,10 +739,7 @@ def _export(args: argparse.Namespace, study: optuna.Study) -> Path:
     return out
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m nas.export", description=__doc__.split("\n")[0]
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", required=True, help="the study's storage URL")
     parser.add_argument("--study-name", required=True)
     which = parser.add_mutually_exclusive_group(required=True)
@@ -787,25 +785,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="export the stored spec even if the space no longer replays to it",
     )
-    parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
-    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (math.isfinite(args.epochs) and args.epochs > 0):
+        raise ExportError(f"--epochs must be a finite number above 0, got {args.epochs:g}")
+    export(args)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if not args.debug:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    try:
-        if not (math.isfinite(args.epochs) and args.epochs > 0):
-            raise ExportError(f"--epochs must be a finite number above 0, got {args.epochs:g}")
-        export(args)
-    except (ExportError, ArchSpecError, ValueError, OSError) as e:
-        if args.debug:
-            raise
-        print(f"error: {printable(e)}", file=sys.stderr)
-        return 2
-    return 0
+    return command.main("export", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import torch
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from nas import command
 from nas.data import DATASETS, is_text_name, load_data, task_for
 from nas.model import Task, TaskKind, attention_budget_bytes
 from nas.search import _pruning as pruning
@@ -99,11 +100,10 @@ class Settings:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m nas.search",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    return command.parse("search", __doc__, add_arguments, argv)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trials", type=int, default=100, help="finished trials in the study (default 100)"
     )
@@ -189,8 +189,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="resume a study with other settings (epochs, limits, latency setting, seed) "
         "than it was made with; the change is recorded in the study",
     )
-    p.add_argument("--debug", action="store_true", help="tracebacks and Optuna's logs")
-    return p.parse_args(argv)
 
 
 # Networks far over this per-pixel cost hold most of a search's compute and are neither
@@ -692,19 +690,9 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if not args.debug:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    try:
-        s = settings_from(args)
-        study = build_study(s, worker=False)
-    except Exception as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    s = settings_from(args)
+    study = build_study(s, worker=False)
     print(
         f"study {s.study_name!r} in {s.storage}: {finished_count(study)} of {s.trials} "
         f"trials finished; {s.jobs} worker(s), {s.threads} thread(s) each, device {s.device}",
@@ -757,12 +745,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 128 + getattr(e, "signum", signal.SIGINT)
-    except Exception as e:
+    except BaseException:
         progress.close()
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise
     finally:
         for sig, handler in previous.items():
             if handler is not None:  # None: set outside Python, cannot be put back
@@ -782,6 +767,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  python -m nas.dashboard --storage {s.storage}")
     print(f"  python -m nas.export    --storage {s.storage} --study-name {s.study_name} --best")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.main("search", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
