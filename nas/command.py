@@ -2,8 +2,8 @@
 ``--debug`` and ``--verbosity``, one-line error messages, and its exit codes.
 
 Exit codes: 0 done; 2 a user error (a :class:`NasError`, or a flag argparse refuses: its own
-code); 1 anything else (a bug or the machine: the message says what, ``--debug`` shows the
-traceback); 128+N when stopped by signal N, as a shell reports it.
+code); 1 anything else (a bug or the machine: the message says what); 128+N when stopped
+by signal N, as a shell reports it. ``--debug`` adds the traceback, not another code.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import logging
 import signal
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
 
@@ -85,7 +86,7 @@ def run(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
         return 128 + int(getattr(e, "signum", signal.SIGINT))
     except Exception as e:
         if args.debug:
-            raise
+            traceback.print_exc()  # then the same line and code as without
         code = USER_ERROR if isinstance(e, NasError) else OTHER_ERROR
         kind = "" if code == USER_ERROR else f"{type(e).__name__}: "
         print(f"error: {kind}{one_line(e)}", file=sys.stderr)
