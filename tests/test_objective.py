@@ -1,0 +1,103 @@
+"""nas.search's objective on real Optuna trials and the real digits data: what a trial
+records, which values it returns, and what a limit stops before training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.data import Data, load_data
+from nas.model import ArchSpec, build_model
+from nas.search import Limits, Objective, load_space
+from nas.train import TrainConfig, count_params
+
+NOP = optuna.pruners.NopPruner()  # pruning has its own tests (test_pruning.py)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Data:
+    return load_data("digits")
+
+
+def objective(digits: Data, objectives: tuple[str, ...], **changes: Any) -> Objective:
+    return Objective(
+        suggest=load_space("seed_cnn").suggest,
+        data=digits,
+        objectives=objectives,
+        train_config=TrainConfig(epochs=0.5, report_every=0.25),
+        limits=changes.pop("limits", Limits()),
+        seed=7,
+        **changes,
+    )
+
+
+def run_one(study: optuna.Study, obj: Objective) -> tuple[optuna.trial.FrozenTrial, Any]:
+    """One trial through the objective, told to the study as the runner tells it."""
+    trial = study.ask()
+    try:
+        values = obj(trial)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        return study.trials[-1], None
+    study.tell(trial, values)
+    return study.trials[-1], values
+
+
+def test_a_complete_trial_records_what_it_did_and_returns_its_values(digits: Data) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    study.enqueue_trial({}, user_attrs={"reason": "a failed attempt's reason"})
+    t, values = run_one(study, objective(digits, ("accuracy", "latency")))
+    assert t.state == TrialState.COMPLETE
+    a = t.user_attrs
+    assert a["reason"] is None  # a retry does not keep its failed attempt's reason
+    spec = ArchSpec.from_dict(a["arch"])
+    assert a["summary"] == spec.summary()
+    assert a["seed"] == 7 + t.number
+    assert a["params"] == count_params(build_model(spec, seed=0)) and a["flops"] > 0
+    assert a["latency_ms"] > 0 and a["latency"]["median_ms"] == a["latency_ms"]
+    assert 0.4 <= a["epochs_done"] <= 0.5 and a["train_seconds"] > 0
+    assert a["train_status"] == "ok" and a["device"]
+    accuracy, latency = values
+    assert 0.0 <= accuracy <= 1.0 and latency == a["latency_ms"]
+
+
+@pytest.mark.parametrize("objectives", [("accuracy",), ("accuracy", "params")])
+def test_values_follow_the_objectives(digits: Data, objectives: tuple[str, ...]) -> None:
+    study = optuna.create_study(directions=["maximize"] * len(objectives), pruner=NOP)
+    t, values = run_one(study, objective(digits, objectives))
+    if len(objectives) == 1:
+        assert isinstance(values, float) and values == t.value
+    else:
+        assert values[1] == float(t.user_attrs["params"])
+
+
+def test_over_the_latency_limit_it_is_timed_then_pruned_untrained(digits: Data) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    limits = Limits(max_latency_ms=1e-6)
+    t, _ = run_one(study, objective(digits, ("accuracy", "latency"), limits=limits))
+    assert t.state == TrialState.PRUNED
+    assert t.user_attrs["reason"].startswith("over budget, not trained: latency")
+    assert "--max-latency-ms 1e-06" in t.user_attrs["reason"]
+    assert t.user_attrs["latency_ms"] > 1e-6
+    assert "epochs_done" not in t.user_attrs
+
+
+def test_over_the_flops_limit_it_is_neither_timed_nor_trained(digits: Data) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    t, _ = run_one(study, objective(digits, ("accuracy", "latency"), limits=Limits(max_flops=10)))
+    assert t.state == TrialState.PRUNED
+    assert "flops" in t.user_attrs["reason"] and "--max-flops 10" in t.user_attrs["reason"]
+    assert t.user_attrs["flops"] > 10
+    assert "latency_ms" not in t.user_attrs and "epochs_done" not in t.user_attrs
+
+
+def test_a_baseline_trial_builds_its_built_in_space(digits: Data) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    study.enqueue_trial({}, user_attrs={"baseline": "resnet"})
+    t, _ = run_one(study, objective(digits, ("accuracy", "latency")))
+    assert t.state == TrialState.COMPLETE
+    expected = load_space("resnet").suggest(optuna.trial.FixedTrial(t.params), digits.task)
+    assert ArchSpec.from_dict(t.user_attrs["arch"]) == expected
