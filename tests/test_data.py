@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-import nas.data._load as nd
+import nas.data._common as nc
+import nas.data._imagefolder as nf
+import nas.data._images as ni
 from nas.data import DATASETS, Data, DataError, Split, load_data, task_for
 from nas.model import FASHION_MNIST
 
@@ -35,7 +37,7 @@ def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def no_network(name: str, root: Path) -> None:
         raise URLError(f"network disabled in tests ({name} -> {root})")
 
-    monkeypatch.setattr(nd, "_download", no_network)
+    monkeypatch.setattr(ni, "_download", no_network)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -345,7 +347,7 @@ def test_fashion_mnist_missing_files_say_where_and_how(
     elif how == "env":
         monkeypatch.setenv("NAS_DATA_DIR", str(nowhere))
     else:
-        monkeypatch.setattr(nd, "_FASHION_DEBIAN_DIR", nowhere)
+        monkeypatch.setattr(ni, "_FASHION_DEBIAN_DIR", nowhere)
     with pytest.raises(DataError) as err:
         load_data("fashion_mnist", **kwargs)  # type: ignore[arg-type]
     message = str(err.value)
@@ -419,7 +421,7 @@ def test_each_class_keeps_one_each_side(fashion_dir: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not (nd._FASHION_DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    not (ni._FASHION_DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file(),
     reason="Debian's dataset-fashion-mnist is not installed",
 )
 def test_real_debian_fashion_mnist() -> None:
@@ -449,7 +451,7 @@ def test_mnist_fixture_is_torchvisions_format(tmp_path: Path) -> None:
     from torchvision.datasets import MNIST
 
     write_idx_set(tmp_path / "MNIST" / "raw", compress=False)
-    ours = nd._load_mnist(tmp_path)
+    ours = ni.load_mnist(tmp_path)
     theirs = MNIST(str(tmp_path), train=True, download=False)
     assert torch.equal(ours.x_train[:, 0], theirs.data)
     assert torch.equal(ours.y_train, theirs.targets)
@@ -472,7 +474,7 @@ def test_mnist_download_path_used_when_absent(
         calls.append((name, root))
         write_idx_set(root / "MNIST" / "raw")  # what torchvision leaves behind
 
-    monkeypatch.setattr(nd, "_download", fake_download)
+    monkeypatch.setattr(ni, "_download", fake_download)
     monkeypatch.setenv("NAS_DATA_DIR", str(tmp_path / "env-root"))
     data = load_data("mnist")
     assert calls == [("mnist", tmp_path / "env-root")]
@@ -482,7 +484,7 @@ def test_mnist_download_path_used_when_absent(
 
 
 def test_default_data_root_is_under_cache(tmp_path: Path) -> None:
-    assert nd.data_root(None) == tmp_path / "xdg-cache" / "nas" / "data"
+    assert nc.data_root(None) == tmp_path / "xdg-cache" / "nas" / "data"
 
 
 # --------------------------------------------------------------------------- cifar
@@ -517,7 +519,7 @@ def test_cifar10_matches_torchvision_reader(
 
     write_cifar10(tmp_path)
     monkeypatch.setattr(tvc, "check_integrity", lambda *args, **kwargs: True)
-    ours = nd._load_cifar("cifar10", tmp_path)
+    ours = ni.load_cifar("cifar10", tmp_path)
     for train, x, y in ((True, ours.x_train, ours.y_train), (False, ours.x_test, ours.y_test)):
         theirs = tvc.CIFAR10(str(tmp_path), train=train, download=False)
         assert torch.equal(x.permute(0, 2, 3, 1), torch.from_numpy(theirs.data))
@@ -602,8 +604,8 @@ def test_digits_test_split_disjoint_from_training_pool() -> None:
     from sklearn.datasets import load_digits
 
     y = load_digits().target
-    keep, test = nd.stratified_split(
-        y, 10, nd.TEST_FRACTION, nd.TEST_SPLIT_SEED, part="test", pool="digits"
+    keep, test = nc.stratified_split(
+        y, 10, nc.TEST_FRACTION, nc.TEST_SPLIT_SEED, part="test", pool="digits"
     )
     assert set(keep).isdisjoint(test)
     assert len(keep) + len(test) == len(y)
@@ -651,7 +653,7 @@ def test_imagefolder_grayscale_and_resize(tmp_path: Path) -> None:
     assert data.task.channels == 1
     assert tuple(data.train.x.shape[1:]) == (1, 6, 6)
     default = load_data(f"imagefolder:{root}", val_fraction=0.5)
-    assert default.task.height == default.task.width == nd.DEFAULT_IMAGE_SIZE
+    assert default.task.height == default.task.width == nf.DEFAULT_IMAGE_SIZE
     assert task_for(f"imagefolder:{root}").channels == 1
 
 
@@ -679,14 +681,14 @@ def test_imagefolder_cache_reused_and_invalidated(
     cache_files = list((tmp_path / "xdg-cache" / "nas" / "imagefolder").glob("*.pt"))
     assert len(cache_files) == 1
 
-    real_decode = nd._decode_image
+    real_decode = nf._decode_image
     decoded: list[Path] = []
 
     def counting_decode(path: Path, size: int):
         decoded.append(path)
         return real_decode(path, size)
 
-    monkeypatch.setattr(nd, "_decode_image", counting_decode)
+    monkeypatch.setattr(nf, "_decode_image", counting_decode)
     second = load_data(f"imagefolder:{root}", image_size=8, val_fraction=0.5)
     assert decoded == []  # served from the cache
     assert torch.equal(first.train.x, second.train.x)

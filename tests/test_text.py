@@ -1,4 +1,5 @@
-"""Tests for nas.text and the text paths of nas.data, nas.train and nas.search.
+"""Tests for the text loaders (nas.data._text, ._textsources, ._vocab) and the text paths of
+nas.data, nas.train and nas.search.
 
 Every loader reads fixture files that the tests write in the real on-disk formats (CSV,
 TSV, JSON lines, class folders of .txt files, AG News' header-less CSV, IMDB's aclImdb
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +22,12 @@ import torch
 from torch import nn
 
 import nas.data._text as nt
+import nas.data._textsources as ns
+import nas.data._vocab as nv
 from nas.data import Data, DataError, Split, load_data, task_for
 from nas.model import Task, TaskError
 from nas.train import TrainConfig, evaluate, train
-from tests.conftest import TEXT_SEED, TextStudyRef
+from tests.conftest import TEXT_SEED, TextStudyRef, build_vocabulary
 
 # Learnable fixture corpus: each class has its own words, every text also has shared
 # filler words, so a bag-of-embeddings model separates the classes within a few epochs.
@@ -36,6 +40,12 @@ CLASS_WORDS = {
 FILLER = ["the", "a", "of", "and", "today", "new", "report", "says", "we", "it"]
 
 
+def tokenize(text: str) -> list[str]:
+    """The ``words`` tokens of ``text`` as the vocabulary counts them: lower-cased, then
+    split by the pattern the vocabulary file records."""
+    return re.findall(nv.WORD_PATTERN, text.lower())
+
+
 @pytest.fixture(autouse=True)
 def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No network, no user cache, no user data dir, no corpus cached by another test."""
@@ -45,7 +55,7 @@ def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def no_network(url: str, target: Path) -> None:
         raise OSError(f"network disabled in tests ({url} -> {target})")
 
-    monkeypatch.setattr(nt, "_download", no_network)
+    monkeypatch.setattr(ns, "_download", no_network)
     nt.clear_cache()
 
 
@@ -125,7 +135,7 @@ def test_csv_gives_token_ids_classes_and_texts(tmp_path: Path) -> None:
     for text, label in zip(data.texts.test, data.test.y.tolist(), strict=True):
         assert task.class_names[label] == by_text[text]
     # Padding at the end, tokens first.
-    assert (data.train.x[:, 0] != nt.PAD_ID).all()
+    assert (data.train.x[:, 0] != nv.PAD_ID).all()
 
 
 def test_tsv_by_extension_and_sniffed_delimiters(tmp_path: Path) -> None:
@@ -275,7 +285,7 @@ def test_vocabulary_comes_from_the_training_split_only(tmp_path: Path) -> None:
         assert own_word(text) not in data.vocab
     # ...and in the tensors the unseen word is the OOV id.
     ids = data.vocab.ids(data.texts.test[0])
-    assert ids[-1] == nt.OOV_ID and data.test.x[0, len(ids) - 1] == nt.OOV_ID
+    assert ids[-1] == nv.OOV_ID and data.test.x[0, len(ids) - 1] == nv.OOV_ID
 
 
 def test_word_only_in_the_official_test_split_is_oov(tmp_path: Path) -> None:
@@ -285,7 +295,7 @@ def test_word_only_in_the_official_test_split_is_oov(tmp_path: Path) -> None:
     write_folder(root / "test", test_rows)
     data = load_data(f"textfolder:{root}", min_freq=1)
     assert data.vocab is not None and "zebra" not in data.vocab
-    assert (data.test.x[:, 0] == nt.OOV_ID).all()
+    assert (data.test.x[:, 0] == nv.OOV_ID).all()
 
 
 def test_min_freq_and_max_vocab(tmp_path: Path) -> None:
@@ -296,9 +306,9 @@ def test_min_freq_and_max_vocab(tmp_path: Path) -> None:
     small = load_data(f"csv:{path}", max_vocab=5)
     assert small.task.vocab_size == 5 and small.vocab is not None
     # The most frequent training tokens survive (ties broken by the token).
-    assert small.vocab.tokens[:2] == (nt.PAD_TOKEN, nt.OOV_TOKEN)
+    assert small.vocab.tokens[:2] == (nv.PAD_TOKEN, nv.OOV_TOKEN)
     assert small.texts is not None
-    counts = Counter(tok for t in small.texts.train for tok in nt.tokenize(t))
+    counts = Counter(tok for t in small.texts.train for tok in tokenize(t))
     expected = sorted(counts, key=lambda tok: (-counts[tok], tok))[:3]
     assert list(small.vocab.tokens[2:]) == expected
 
@@ -313,7 +323,7 @@ def test_length_is_the_95th_percentile_of_training_lengths(tmp_path: Path) -> No
     path = write_csv(tmp_path / "len.csv", rows)
     data = load_data(f"csv:{path}")
     assert data.texts is not None
-    lengths = [len(nt.tokenize(t)) for t in data.texts.train]
+    lengths = [len(tokenize(t)) for t in data.texts.train]
     expected = int(np.percentile(lengths, 95, method="higher"))
     assert 8 < expected < 512 and data.task.length == expected
     assert sum(n <= expected for n in lengths) >= 0.95 * len(lengths)
@@ -356,7 +366,7 @@ def test_task_for_matches_load_data_and_tokenises_once(
     calls: list[int] = []
     real = nt._tokenise
 
-    def counting(texts: Sequence[str], tokenizer: nt.Tokenizer) -> nt._Tokens:
+    def counting(texts: Sequence[str], tokenizer: nv.Tokenizer) -> nt._Tokens:
         calls.append(len(texts))
         return real(texts, tokenizer)
 
@@ -477,24 +487,22 @@ def test_other_bad_requests(tmp_path: Path) -> None:
 
 
 def test_vocabulary_json_round_trip(tmp_path: Path) -> None:
-    vocab = nt.build_vocabulary(
-        ["Hello, world!", "hello again", "world again"], min_freq=1, length=6
-    )
+    vocab = build_vocabulary(["Hello, world!", "hello again", "world again"], min_freq=1, length=6)
     assert vocab.tokens[:2] == ("<pad>", "<unk>") and "hello" in vocab
     path = tmp_path / "vocab.json"
     vocab.save(path)
-    loaded = nt.Vocabulary.load(path)
+    loaded = nv.Vocabulary.load(path)
     assert loaded == vocab and loaded.size == vocab.size
     texts = ["HELLO there, world", ""]
     assert torch.equal(loaded.encode(texts), vocab.encode(texts))
     assert loaded.encode("hello unknown").tolist() == [
-        [vocab.tokens.index("hello"), nt.OOV_ID, 0, 0, 0, 0]
+        [vocab.tokens.index("hello"), nv.OOV_ID, 0, 0, 0, 0]
     ]
     blob = json.loads(path.read_text(encoding="utf-8"))
     assert (blob["pad_id"], blob["oov_id"], blob["length"]) == (0, 1, 6)
-    assert blob["pattern"] == nt.WORD_PATTERN and blob["tokens"][2:] == list(vocab.tokens[2:])
-    raw = nt.Vocabulary("bytes", (), 16)
-    assert nt.Vocabulary.from_json(raw.to_json()) == raw and len(raw) == 258
+    assert blob["pattern"] == nv.WORD_PATTERN and blob["tokens"][2:] == list(vocab.tokens[2:])
+    raw = nv.Vocabulary("bytes", (), 16)
+    assert nv.Vocabulary.from_json(raw.to_json()) == raw and len(raw) == 258
 
 
 @pytest.mark.parametrize(
@@ -511,10 +519,10 @@ def test_vocabulary_json_round_trip(tmp_path: Path) -> None:
     ],
 )
 def test_vocabulary_rejects_bad_files(change: dict[str, object], expect: str) -> None:
-    blob = nt.build_vocabulary(["a b", "b a"], min_freq=1).to_dict()
+    blob = build_vocabulary(["a b", "b a"], min_freq=1).to_dict()
     blob.update(change)
     with pytest.raises(DataError, match=expect):
-        nt.Vocabulary.from_dict(blob)
+        nv.Vocabulary.from_dict(blob)
 
 
 # --------------------------------------------------------------------------- task, split
@@ -553,11 +561,11 @@ class BagOfEmbeddings(nn.Module):
 
     def __init__(self, vocab_size: int, classes: int, dim: int = 16) -> None:
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, dim, padding_idx=nt.PAD_ID)
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=nv.PAD_ID)
         self.out = nn.Linear(dim, classes)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        mask = (ids != nt.PAD_ID).unsqueeze(-1).float()
+        mask = (ids != nv.PAD_ID).unsqueeze(-1).float()
         mean = (self.embed(ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return self.out(mean)
 
@@ -622,8 +630,8 @@ def test_search_on_a_text_dataset_uses_manet_text_and_records_the_vocabulary_inp
     import optuna
 
     from nas.model import ArchSpec
-    from nas.search import StudyError, make_storage
-    from nas.search.cli import DEFAULT_EPOCHS, build_study, parse_args, settings_from
+    from nas.search import DEFAULT_EPOCHS, StudyError, build_study, make_storage
+    from nas.search.cli import parse_args, settings_from
 
     study = optuna.load_study(study_name=text_study.name, storage=make_storage(text_study.storage))
     attrs = study.user_attrs

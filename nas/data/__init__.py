@@ -1,18 +1,14 @@
 """Datasets as tensors: the built-in image sets, ImageFolder trees, text corpora, and the
 vocabulary that turns text into token ids. Every loader returns a :class:`Data` with the
-same fixed test split."""
+same fixed test split.
+
+``_load`` is the public API and its one table of dataset names; ``_images``,
+``_imagefolder``, ``_text`` (with ``_textsources``) are the loaders; ``_vocab`` is the
+vocabulary the exporter also needs; ``_common`` is what they all share."""
 
 from nas.data._common import DataError, cache_dir
-from nas.data._load import DATASETS, Data, Split, load_data, task_for
-from nas.data._text import (
-    BYTE_VOCAB_SIZE,
-    OOV_ID,
-    PAD_ID,
-    WORD_PATTERN,
-    Vocabulary,
-    build_vocabulary,
-    is_text_name,
-)
+from nas.data._load import DATASETS, Data, Split, is_text_name, load_data, task_for
+from nas.data._vocab import BYTE_VOCAB_SIZE, OOV_ID, PAD_ID, WORD_PATTERN, Vocabulary
 
 __all__ = [
     "BYTE_VOCAB_SIZE",
@@ -24,7 +20,6 @@ __all__ = [
     "DataError",
     "Split",
     "Vocabulary",
-    "build_vocabulary",
     "cache_dir",
     "is_text_name",
     "load_data",

@@ -1,7 +1,9 @@
-"""What every dataset loader shares: its error, the fixed test split, the data folders.
+"""What every dataset loader shares: its error, the fixed test split, the data folders and
+the CPU pools an image loader hands back.
 
-Imports no loader, so that the image loaders (:mod:`nas.data`) and the text loaders
-(:mod:`nas.text`) both build on it without importing each other's internals.
+Imports no loader, so that the image loaders (:mod:`nas.data._images`,
+:mod:`nas.data._imagefolder`), the text loaders (:mod:`nas.data._text`) and the public API
+(:mod:`nas.data._load`) all build on it without importing each other's internals.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from nas.errors import NasError
 
@@ -25,6 +29,17 @@ class DataError(NasError):
 # different studies report accuracy on different images.
 TEST_FRACTION = 0.2
 TEST_SPLIT_SEED = 20_240_601
+
+
+@dataclass(frozen=True)
+class Pools:
+    """A dataset's training and test pools on the CPU, before the validation carve."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: tuple[str, ...] | None = None
 
 
 def stratified_split(

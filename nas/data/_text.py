@@ -1,20 +1,8 @@
-"""Text classification datasets as token-id tensors: read, tokenise, build a vocabulary, pad.
+"""Text classification datasets as token-id tensors: read once, split, build a vocabulary, pad.
 
-:func:`nas.data.load_data` and :func:`nas.data.task_for` hand the text names here:
-
-* ``csv:PATH`` — a header row, then one example per row, read from ``text_column`` and
-  ``label_column``. The delimiter follows the extension (``.tsv``/``.tab``: tab, ``.csv``:
-  comma); any other extension is sniffed from the header line (tab, comma, ``;`` or ``|``).
-* ``jsonl:PATH`` — one JSON object per line, with the same two keys.
-* ``textfolder:PATH`` — one sub-folder of ``.txt`` files per class (a file is one example);
-  ``PATH/train`` and ``PATH/test`` are the splits when both exist (IMDB's
-  ``aclImdb/{train,test}/{pos,neg}`` layout; a ``train/unsup`` folder of unlabelled
-  reviews, as IMDB has, is skipped).
-* ``ag_news`` — the AG News CSV files (``train.csv``/``test.csv``: class index 1-4, title,
-  description; no header) under ``<root>/ag_news_csv``, downloaded when absent.
-* ``imdb`` — the Large Movie Review Dataset under ``<root>/aclImdb``, downloaded and
-  unpacked when absent. ``<root>`` is ``data_dir``, else ``$NAS_DATA_DIR``, else the user
-  cache (``~/.cache/nas/data``), as for torchvision's datasets in :mod:`nas.data`.
+:func:`nas.data._load.load_data` and :func:`nas.data._load.task_for` hand the text names
+here together with their entry of the dataset table, a ``locate`` function of
+:mod:`nas.data._textsources` that finds the files and reads them.
 
 Pipeline, in this order so that nothing of validation or test leaks into training:
 
@@ -22,22 +10,13 @@ Pipeline, in this order so that nothing of validation or test leaks into trainin
 2. classes: the distinct labels, sorted (numerically when every label is an integer);
    ``ag_news`` keeps its official order;
 3. a dataset without a test split gets a stratified 20 % test split with the fixed seed of
-   :mod:`nas.data`, so the test set never moves with the search seed;
+   :mod:`nas.data._common`, so the test set never moves with the search seed;
 4. the validation split is carved from the rest, stratified, with the search seed;
-5. the vocabulary is built from the *training* split only: tokens seen at least
-   ``min_freq`` times, the most frequent first, ``max_vocab`` ids in all. Id 0 pads, id 1
-   stands for every out-of-vocabulary token;
+5. the vocabulary (:mod:`nas.data._vocab`) is built from the *training* split only: tokens
+   seen at least ``min_freq`` times, the most frequent first, ``max_vocab`` ids in all.
+   Id 0 pads, id 1 stands for every out-of-vocabulary token;
 6. the sequence length is the 95th percentile of training lengths, clamped to 8..512,
    unless given; longer texts keep their first tokens, shorter ones are padded at the end.
-
-Tokenisers (no dependencies): ``words`` lower-cases and splits with ``\\w+|[^\\w\\s]``
-(runs of word characters; each other non-space character alone); ``bytes`` maps each
-UTF-8 byte ``b`` to id ``b + 2`` (a fixed vocabulary of 258, no OOV).
-
-Token ids are ``int64``: it is PyTorch's index type (``nn.Embedding``, ``gather``, ONNX
-``Gather`` inputs, and what ``torch.tensor`` makes of Python ints), so a model and its
-exported graph take the same dtype as a user's own tensors; the memory cost is small
-(AG News: 120,000 × 64 ids, 61 MB).
 
 Reading and tokenising happen once per source: the tokenised corpus is cached in memory
 (keyed by the files' sizes and modification times), and only the cheap per-seed steps
@@ -47,253 +26,30 @@ not tokenise twice.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
 import re
-import tarfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from nas.data._common import TEST_FRACTION, TEST_SPLIT_SEED, DataError, data_root, stratified_split
+from nas.data._common import TEST_FRACTION, TEST_SPLIT_SEED, DataError, stratified_split
+from nas.data._textsources import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, Locate, Raw
+from nas.data._vocab import OOV_ID, SPECIALS, WORD_RE, Tokenizer, Vocabulary
 from nas.model import Task
-
-Tokenizer = Literal["words", "bytes"]
-
-CSV_PREFIX = "csv:"
-JSONL_PREFIX = "jsonl:"
-TEXTFOLDER_PREFIX = "textfolder:"
-TEXT_PREFIXES: tuple[str, ...] = (CSV_PREFIX, JSONL_PREFIX, TEXTFOLDER_PREFIX)
-TEXT_DATASETS: tuple[str, ...] = ("ag_news", "imdb")
-
-PAD_ID = 0
-OOV_ID = 1
-PAD_TOKEN = "<pad>"
-OOV_TOKEN = "<unk>"
-# The regex cannot produce these two (``<`` is a token of its own), so no word collides.
-SPECIALS = (PAD_TOKEN, OOV_TOKEN)
-WORD_PATTERN = r"\w+|[^\w\s]"
-_WORD_RE = re.compile(WORD_PATTERN)
-BYTE_VOCAB_SIZE = 256 + len(SPECIALS)
 
 DEFAULT_MAX_VOCAB = 20_000
 DEFAULT_MIN_FREQ = 2
-DEFAULT_TEXT_COLUMN = "text"
-DEFAULT_LABEL_COLUMN = "label"
 LENGTH_PERCENTILE = 95
 # Short enough sequences still leave pooling and convolution layers some positions; long
 # ones are capped because attention scores grow with the square of the length.
 MIN_LENGTH = 8
 MAX_LENGTH = 512
 
-AG_NEWS_URLS = {
-    # The copy of the original CSVs (Zhang et al., 2015) that Hugging Face's ag_news
-    # script and many tutorials download; the original is behind a Google Drive link.
-    "train.csv": "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/train.csv",
-    "test.csv": "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/test.csv",
-}
-AG_NEWS_CLASSES = ("World", "Sports", "Business", "Sci/Tech")  # class index 1..4
-IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
-IMDB_CLASSES = ("neg", "pos")
-
-_VOCAB_FORMAT = "nas.vocabulary"
-_VOCAB_VERSION = 1
 _CORPUS_CACHE_SIZE = 2
-_DOWNLOAD_TIMEOUT_S = 60
-
-
-# --------------------------------------------------------------------------- tokenising
-
-
-def tokenize(text: str, tokenizer: Tokenizer = "words") -> list[str]:
-    """The tokens of ``text``: lower-cased words and punctuation, or its UTF-8 bytes.
-
-    Byte tokens are returned as one-character strings of the byte's latin-1 character so
-    that both tokenisers return strings; :meth:`Vocabulary.ids` maps bytes directly.
-    """
-    if tokenizer == "words":
-        return _WORD_RE.findall(text.lower())
-    if tokenizer == "bytes":
-        return list(text.encode("utf-8").decode("latin-1"))
-    raise DataError(f"tokenizer must be 'words' or 'bytes', got {tokenizer!r}")
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """Token strings ↔ ids, and the sequence length, of one trained text model.
-
-    ``words``: ``tokens[i]`` is the token of id ``i``; ``tokens[0]`` is ``<pad>`` and
-    ``tokens[1]`` is ``<unk>``. ``bytes``: ``tokens`` is empty and byte ``b`` is id ``b + 2``.
-    Saved as JSON beside an exported model (:meth:`save`), it encodes new texts exactly as
-    the training data was encoded (:meth:`encode`).
-
-    Attributes:
-        tokenizer: ``words`` or ``bytes``.
-        tokens: id → token (``words`` only).
-        length: tokens per encoded example; longer texts keep their first ``length``
-            tokens, shorter ones are padded with id 0 at the end.
-    """
-
-    tokenizer: Tokenizer
-    tokens: tuple[str, ...]
-    length: int
-    _index: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
-
-    def __post_init__(self) -> None:
-        if self.tokenizer not in ("words", "bytes"):
-            raise DataError(
-                f"vocabulary tokenizer must be 'words' or 'bytes', got {self.tokenizer!r}"
-            )
-        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1:
-            raise DataError(f"vocabulary length must be a positive integer, got {self.length!r}")
-        if not isinstance(self.tokens, tuple) or not all(isinstance(t, str) for t in self.tokens):
-            raise DataError("vocabulary tokens must be a tuple of strings")
-        if self.tokenizer == "bytes":
-            if self.tokens:
-                raise DataError("a bytes vocabulary has no token list (byte b is id b + 2)")
-        else:
-            if self.tokens[:2] != SPECIALS:
-                raise DataError(
-                    f"vocabulary tokens must start with {SPECIALS!r} (ids 0 and 1), "
-                    f"got {self.tokens[:2]!r}"
-                )
-            if len(self.tokens) < 3:
-                raise DataError("a words vocabulary needs at least one token besides <pad>/<unk>")
-        index = {t: i for i, t in enumerate(self.tokens)}
-        if len(index) != len(self.tokens):
-            raise DataError("vocabulary tokens repeat a token")
-        object.__setattr__(self, "_index", index)
-
-    @property
-    def size(self) -> int:
-        """Number of ids (``Task.vocab_size``), PAD and OOV included."""
-        return BYTE_VOCAB_SIZE if self.tokenizer == "bytes" else len(self.tokens)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __contains__(self, token: object) -> bool:
-        return isinstance(token, str) and token in self._index and token not in SPECIALS
-
-    def ids(self, text: str) -> list[int]:
-        """The ids of every token of ``text``, neither truncated nor padded."""
-        if self.tokenizer == "bytes":
-            return [b + len(SPECIALS) for b in text.encode("utf-8")]
-        get = self._index.get
-        return [get(t, OOV_ID) for t in _WORD_RE.findall(text.lower())]
-
-    def encode(self, texts: str | Sequence[str], length: int | None = None) -> torch.Tensor:
-        """``int64`` ids of shape ``(len(texts), length)`` (``(1, length)`` for one string).
-
-        ``length`` defaults to the training length, which is what the model was trained on.
-        """
-        n = self.length if length is None else length
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise DataError(f"length must be a positive integer, got {length!r}")
-        batch = [texts] if isinstance(texts, str) else list(texts)
-        out = torch.zeros((len(batch), n), dtype=torch.int64)
-        for row, text in enumerate(batch):
-            ids = self.ids(text)[:n]
-            if ids:
-                out[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
-        return out
-
-    # ---------------------------------------------------------------- serialisation
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; ``pattern`` and the ids are spelled out for non-Python readers."""
-        return {
-            "format": _VOCAB_FORMAT,
-            "version": _VOCAB_VERSION,
-            "tokenizer": self.tokenizer,
-            "lowercase": self.tokenizer == "words",
-            "pattern": WORD_PATTERN if self.tokenizer == "words" else None,
-            "byte_offset": len(SPECIALS) if self.tokenizer == "bytes" else None,
-            "length": self.length,
-            "pad_id": PAD_ID,
-            "oov_id": OOV_ID,
-            "size": self.size,
-            "tokens": list(self.tokens),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Vocabulary:
-        """Inverse of :meth:`to_dict`; rejects other formats, versions and tokenisers."""
-        if not isinstance(data, dict):
-            raise DataError(f"a vocabulary is a JSON object, got {type(data).__name__}")
-        if data.get("format") != _VOCAB_FORMAT or data.get("version") != _VOCAB_VERSION:
-            raise DataError(
-                f"not a {_VOCAB_FORMAT} version {_VOCAB_VERSION} file "
-                f"(format {data.get('format')!r}, version {data.get('version')!r})"
-            )
-        tokenizer = data.get("tokenizer")
-        if tokenizer == "words" and data.get("pattern") != WORD_PATTERN:
-            # Tokenising differently from training would silently change every id.
-            raise DataError(
-                f"vocabulary pattern {data.get('pattern')!r} is not this version's {WORD_PATTERN!r}"
-            )
-        tokens = data.get("tokens")
-        if not isinstance(tokens, list):
-            raise DataError("vocabulary 'tokens' must be a list")
-        if tokenizer not in ("words", "bytes"):
-            raise DataError(f"vocabulary tokenizer must be 'words' or 'bytes', got {tokenizer!r}")
-        length = data.get("length")
-        if isinstance(length, bool) or not isinstance(length, int):
-            raise DataError(f"vocabulary 'length' must be an integer, got {length!r}")
-        vocab = cls(tokenizer, tuple(tokens), length)  # validates the rest
-        if data.get("size") != vocab.size:
-            raise DataError(
-                f"vocabulary 'size' is {data.get('size')!r}, its tokens give {vocab.size}"
-            )
-        return vocab
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> Vocabulary:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"vocabulary is not valid JSON: {err}") from err
-        return cls.from_dict(data)
-
-    def save(self, path: str | Path) -> None:
-        """Write the JSON to ``path`` (UTF-8)."""
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | Path) -> Vocabulary:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise DataError(f"cannot read vocabulary {path}: {err}") from err
-        try:
-            return cls.from_json(text)
-        except DataError as err:
-            raise DataError(f"{path}: {err}") from err
-
-
-def build_vocabulary(
-    texts: Iterable[str],
-    *,
-    tokenizer: Tokenizer = "words",
-    max_vocab: int = DEFAULT_MAX_VOCAB,
-    min_freq: int = DEFAULT_MIN_FREQ,
-    length: int | None = None,
-) -> Vocabulary:
-    """A vocabulary of ``texts`` by the rules the loaders use (see the module docstring)."""
-    _check_options(tokenizer, max_vocab, min_freq, length)
-    corpus = _tokenise([str(t) for t in texts], tokenizer)
-    everything = np.arange(len(corpus.lengths))
-    return _vocabulary(corpus, everything, tokenizer, max_vocab, min_freq, length, "texts")[0]
 
 
 # --------------------------------------------------------------------------- public API
@@ -323,13 +79,9 @@ class TextPools:
     y_test: torch.Tensor
 
 
-def is_text_name(name: str) -> bool:
-    """Whether ``name`` names a text dataset (a text prefix or a text built-in)."""
-    return name in TEXT_DATASETS or name.startswith(TEXT_PREFIXES)
-
-
 def text_task(
     name: str,
+    locate: Locate,
     *,
     data_dir: str | Path | None = None,
     seed: int = 0,
@@ -348,6 +100,7 @@ def text_task(
     """
     corpus, _, vocab, _ = _prepare(
         name,
+        locate,
         data_dir,
         seed,
         val_fraction,
@@ -363,6 +116,7 @@ def text_task(
 
 def load_text(
     name: str,
+    locate: Locate,
     *,
     data_dir: str | Path | None = None,
     seed: int = 0,
@@ -378,7 +132,9 @@ def load_text(
 
     Args:
         name: ``csv:PATH``, ``jsonl:PATH``, ``textfolder:PATH``, ``ag_news`` or ``imdb``.
-        data_dir: root of ``ag_news``/``imdb`` (see the module docstring); unused otherwise.
+        locate: the dataset table's entry for ``name``: finds its files and their reader.
+        data_dir: root of ``ag_news``/``imdb`` (see :mod:`nas.data._textsources`); unused
+            otherwise.
         seed: picks the validation examples; the test split never depends on it.
         val_fraction: share of each class's training examples carved off as validation.
         text_column, label_column: the columns (csv) or keys (jsonl) to read.
@@ -393,6 +149,7 @@ def load_text(
     """
     corpus, (train_idx, val_idx, test_idx), vocab, remap = _prepare(
         name,
+        locate,
         data_dir,
         seed,
         val_fraction,
@@ -469,32 +226,12 @@ class _Corpus:
         return self.tokens.lengths
 
 
-@dataclass(frozen=True)
-class _Raw:
-    """What a reader returns: texts and string labels of the training pool and test."""
-
-    source: str
-    train_texts: list[str]
-    train_labels: list[str]
-    test_texts: list[str] | None = None
-    test_labels: list[str] | None = None
-    classes: tuple[str, ...] | None = None  # an official class order, else sorted labels
-
-
-@dataclass(frozen=True)
-class _Source:
-    """A located dataset: its name in messages, the files it reads, and its reader."""
-
-    description: str
-    files: tuple[Path, ...]
-    read: Callable[[], _Raw]
-
-
 _CORPUS_CACHE: OrderedDict[tuple[Any, ...], _Corpus] = OrderedDict()
 
 
 def _prepare(
     name: str,
+    locate: Locate,
     data_dir: str | Path | None,
     seed: int,
     val_fraction: float,
@@ -513,7 +250,7 @@ def _prepare(
             raise DataError(f"{what} must be a non-empty string, got {value!r}")
     if text_column == label_column:
         raise DataError(f"text_column and label_column are both {text_column!r}")
-    corpus = _corpus(name, data_dir, text_column, label_column, tokenizer)
+    corpus = _corpus(name, locate, data_dir, text_column, label_column, tokenizer)
     keep, carve = stratified_split(
         corpus.labels[corpus.pool],
         len(corpus.classes),
@@ -549,12 +286,13 @@ def _check_options(tokenizer: str, max_vocab: int, min_freq: int, length: int | 
 
 def _corpus(
     name: str,
+    locate: Locate,
     data_dir: str | Path | None,
     text_column: str,
     label_column: str,
     tokenizer: Tokenizer,
 ) -> _Corpus:
-    source = _locate(name, data_dir, text_column, label_column)
+    source = locate(name, data_dir, text_column, label_column)
     stamps = []
     for path in source.files:
         try:
@@ -582,7 +320,7 @@ def _class_order(labels: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(distinct))
 
 
-def _build_corpus(raw: _Raw, tokenizer: Tokenizer) -> _Corpus:
+def _build_corpus(raw: Raw, tokenizer: Tokenizer) -> _Corpus:
     texts = raw.train_texts + (raw.test_texts or [])
     if not texts:
         raise DataError(f"{raw.source} has no examples")
@@ -652,7 +390,7 @@ def _tokenise(texts: Sequence[str], tokenizer: Tokenizer) -> _Tokens:
     table: dict[str, int] = {}
     flat: list[int] = []
     for i, text in enumerate(texts):
-        words = _WORD_RE.findall(text.lower())
+        words = WORD_RE.findall(text.lower())
         lengths[i + 1] = len(words)
         for w in words:
             g = table.get(w)
@@ -728,375 +466,3 @@ def _task(name: str, corpus: _Corpus, vocab: Vocabulary) -> Task:
         vocab_size=vocab.size,
         class_names=corpus.classes,
     )
-
-
-# --------------------------------------------------------------------------- locating
-
-
-def _locate(name: str, data_dir: str | Path | None, text_column: str, label_column: str) -> _Source:
-    """Find a dataset's files (downloading a built-in when absent) and pick its reader."""
-    tabular = name.startswith((CSV_PREFIX, JSONL_PREFIX))
-    if not tabular and (text_column, label_column) != (DEFAULT_TEXT_COLUMN, DEFAULT_LABEL_COLUMN):
-        raise DataError(
-            f"text_column/label_column apply to {CSV_PREFIX}PATH and {JSONL_PREFIX}PATH "
-            f"datasets only; {name!r} has no columns"
-        )
-    if name.startswith(CSV_PREFIX):
-        path = _file_of(name, CSV_PREFIX)
-        return _Source(str(path), (path,), lambda: _read_csv(path, text_column, label_column))
-    if name.startswith(JSONL_PREFIX):
-        path = _file_of(name, JSONL_PREFIX)
-        return _Source(str(path), (path,), lambda: _read_jsonl(path, text_column, label_column))
-    if name.startswith(TEXTFOLDER_PREFIX):
-        root = _folder_of(name)
-        scan = _scan_textfolder(root)
-        files = tuple(p for p, _ in scan[1] + (scan[2] or []))
-        return _Source(str(root), files, lambda: _read_textfolder(root, scan))
-    if name == "ag_news":
-        return _locate_ag_news(data_dir)
-    if name == "imdb":
-        return _locate_imdb(data_dir)
-    raise DataError(f"unknown text dataset {name!r}")  # callers check is_text_name first
-
-
-def _file_of(name: str, prefix: str) -> Path:
-    raw = name[len(prefix) :]
-    if not raw.strip():
-        raise DataError(f"{name!r} names no file; use {prefix}PATH")
-    path = Path(raw).expanduser()
-    if not path.exists():
-        raise DataError(f"{prefix[:-1]}: {path} does not exist")
-    if not path.is_file():
-        raise DataError(f"{prefix[:-1]}: {path} is not a file")
-    return path
-
-
-def _folder_of(name: str) -> Path:
-    raw = name[len(TEXTFOLDER_PREFIX) :]
-    if not raw.strip():
-        raise DataError(f"{name!r} names no folder; use {TEXTFOLDER_PREFIX}PATH")
-    root = Path(raw).expanduser()
-    if not root.exists():
-        raise DataError(f"textfolder: {root} does not exist")
-    if not root.is_dir():
-        raise DataError(f"textfolder: {root} is not a folder")
-    return root
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _read_text(path: Path) -> str:
-    """A whole file as text: strict UTF-8 (a BOM is dropped); errors name the line."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {err}") from err
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
-        raise DataError(
-            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
-            f"{column}); save the file as UTF-8"
-        ) from err
-
-
-def _delimiter(path: Path, content: str) -> str:
-    suffix = path.suffix.lower()
-    if suffix in (".tsv", ".tab"):
-        return "\t"
-    if suffix == ".csv":
-        return ","
-    # Sniffed from the header line only: csv.Sniffer guesses from whole rows and is
-    # easily misled by punctuation inside texts; column names rarely hold delimiters.
-    header = content.split("\n", 1)[0]
-    counts = {d: header.count(d) for d in ("\t", ",", ";", "|")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
-
-
-def _read_csv(path: Path, text_column: str, label_column: str) -> _Raw:
-    content = _read_text(path)
-    if not content.strip():
-        raise DataError(f"{path} is empty")
-    delimiter = _delimiter(path, content)
-    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
-    texts: list[str] = []
-    labels: list[str] = []
-    try:
-        header = next((r for r in reader if any(f.strip() for f in r)), None)
-        if header is None:
-            raise DataError(f"{path} is empty (only delimiters)")
-        columns = [c.strip() for c in header]
-        missing = [c for c in (text_column, label_column) if c not in columns]
-        if missing:
-            raise DataError(
-                f"{path}: no column {missing[0]!r}; columns present: "
-                f"{', '.join(repr(c) for c in columns)} (delimiter {delimiter!r}; choose "
-                f"with text_column / label_column, --text-column / --label-column)"
-            )
-        ti, li = columns.index(text_column), columns.index(label_column)
-        for row in reader:
-            if not any(f.strip() for f in row):
-                continue  # a blank line
-            if len(row) != len(columns):
-                raise DataError(
-                    f"{path}: line {reader.line_num} has {len(row)} fields, the header has "
-                    f"{len(columns)} (an unquoted {delimiter!r} inside a text?)"
-                )
-            label = row[li].strip()
-            if not label:
-                raise DataError(f"{path}: line {reader.line_num} has an empty {label_column!r}")
-            texts.append(row[ti])
-            labels.append(label)
-    except csv.Error as err:
-        raise DataError(f"{path}: line {reader.line_num}: {err}") from err
-    if not texts:
-        raise DataError(f"{path} has a header but no rows")
-    return _Raw(str(path), texts, labels)
-
-
-def _read_jsonl(path: Path, text_column: str, label_column: str) -> _Raw:
-    content = _read_text(path)
-    if not content.strip():
-        raise DataError(f"{path} is empty")
-    texts: list[str] = []
-    labels: list[str] = []
-    # split("\n"), not splitlines(): JSON strings may hold U+2028 and friends unescaped.
-    for number, line in enumerate(content.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {number} is not valid JSON ({err.msg})") from err
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}: line {number} is a {type(obj).__name__}, not an object")
-        for key in (text_column, label_column):
-            if key not in obj:
-                present = ", ".join(repr(k) for k in obj) or "none"
-                raise DataError(
-                    f"{path}: line {number} has no key {key!r}; keys present: {present} "
-                    f"(choose with text_column / label_column)"
-                )
-        text, label = obj[text_column], obj[label_column]
-        if not isinstance(text, str):
-            raise DataError(
-                f"{path}: line {number}: {text_column!r} must be a string, got {text!r}"
-            )
-        if isinstance(label, bool) or not isinstance(label, str | int):
-            raise DataError(
-                f"{path}: line {number}: {label_column!r} must be a string or an integer, "
-                f"got {label!r}"
-            )
-        label = str(label).strip()
-        if not label:
-            raise DataError(f"{path}: line {number} has an empty {label_column!r}")
-        texts.append(text)
-        labels.append(label)
-    return _Raw(str(path), texts, labels)
-
-
-_TextFiles = list[tuple[Path, str]]
-
-
-def _class_files(folder: Path, skip: Sequence[str] = ()) -> _TextFiles:
-    """``(file, class)`` for every ``.txt`` under each class sub-folder, sorted."""
-    class_dirs = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and p.name not in skip
-    )
-    if not class_dirs:
-        raise DataError(
-            f"textfolder: {folder} has no class folders; expected one sub-folder of .txt "
-            f"files per class, like {folder}/<class>/<text>.txt"
-        )
-    files: _TextFiles = []
-    for cdir in class_dirs:
-        found = sorted(
-            p
-            for p in cdir.rglob("*.txt")
-            if p.is_file() and not any(s.startswith(".") for s in p.relative_to(cdir).parts)
-        )
-        if not found:
-            raise DataError(f"textfolder: class folder {cdir} has no .txt files")
-        files.extend((p, cdir.name) for p in found)
-    return files
-
-
-def _scan_textfolder(root: Path) -> tuple[Path, _TextFiles, _TextFiles | None]:
-    train_dir, test_dir = root / "train", root / "test"
-    if train_dir.is_dir() and test_dir.is_dir():
-        # IMDB keeps 50,000 unlabelled reviews in train/unsup: not a class.
-        return root, _class_files(train_dir, skip=("unsup",)), _class_files(test_dir)
-    return root, _class_files(root), None
-
-
-def _read_textfolder(
-    root: Path,
-    scan: tuple[Path, _TextFiles, _TextFiles | None],
-    clean: Callable[[str], str] = lambda s: s,
-    classes: tuple[str, ...] | None = None,
-) -> _Raw:
-    _, train_files, test_files = scan
-
-    def read(files: _TextFiles) -> tuple[list[str], list[str]]:
-        return [clean(_read_text(p)) for p, _ in files], [c for _, c in files]
-
-    train_texts, train_labels = read(train_files)
-    if test_files is None:
-        return _Raw(str(root), train_texts, train_labels, classes=classes)
-    test_texts, test_labels = read(test_files)
-    return _Raw(str(root), train_texts, train_labels, test_texts, test_labels, classes)
-
-
-# --------------------------------------------------------------------------- built-ins
-
-
-def _download(url: str, target: Path) -> None:
-    """Fetch ``url`` to ``target`` (written beside it, then renamed: never half a file)."""
-    import urllib.request  # here: it pulls in http and ssl, which only a download needs
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
-    try:
-        with (
-            urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response,
-            tmp.open("wb") as out,
-        ):
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fetch(name: str, url: str, target: Path, hint: str) -> None:
-    try:
-        _download(url, target)
-    except Exception as err:  # network, disk, HTTP: all end the same way for the user
-        raise DataError(
-            f"{name}: files not found and the download of {url} failed "
-            f"({type(err).__name__}: {err}); {hint}, or pass --data-dir / set NAS_DATA_DIR "
-            f"to where they are"
-        ) from err
-
-
-def _locate_ag_news(data_dir: str | Path | None) -> _Source:
-    root = data_root(data_dir)
-    folders = [root / "ag_news_csv", root]
-    names = tuple(AG_NEWS_URLS)
-    found = next((f for f in folders if all((f / n).is_file() for n in names)), None)
-    if found is None:
-        folder = folders[0]
-        for file_name, url in AG_NEWS_URLS.items():
-            if not (folder / file_name).is_file():
-                hint = f"put train.csv and test.csv in {folder}"
-                _fetch("ag_news", url, folder / file_name, hint)
-        found = folder
-    train, test = found / "train.csv", found / "test.csv"
-    return _Source(f"ag_news ({found})", (train, test), lambda: _read_ag_news(train, test))
-
-
-def _read_ag_news_file(path: Path) -> tuple[list[str], list[str]]:
-    content = _read_text(path)
-    if not content.strip():
-        raise DataError(f"{path} is empty")
-    reader = csv.reader(io.StringIO(content, newline=""))
-    texts: list[str] = []
-    labels: list[str] = []
-    try:
-        for row in reader:
-            if not any(f.strip() for f in row):
-                continue
-            if len(row) != 3:
-                raise DataError(
-                    f"{path}: line {reader.line_num} has {len(row)} fields; AG News rows are "
-                    f"class index (1-4), title, description"
-                )
-            index = row[0].strip()
-            if index not in ("1", "2", "3", "4"):
-                raise DataError(
-                    f"{path}: line {reader.line_num} has class index {index!r}, expected 1-4"
-                )
-            # The files mark line breaks inside a description with a backslash.
-            texts.append(f"{row[1]} {row[2]}".replace("\\", " "))
-            labels.append(AG_NEWS_CLASSES[int(index) - 1])
-    except csv.Error as err:
-        raise DataError(f"{path}: line {reader.line_num}: {err}") from err
-    return texts, labels
-
-
-def _read_ag_news(train: Path, test: Path) -> _Raw:
-    train_texts, train_labels = _read_ag_news_file(train)
-    test_texts, test_labels = _read_ag_news_file(test)
-    source = f"ag_news ({train.parent})"
-    return _Raw(source, train_texts, train_labels, test_texts, test_labels, AG_NEWS_CLASSES)
-
-
-def _imdb_complete(folder: Path) -> bool:
-    return all(
-        (folder / split / c).is_dir() and any((folder / split / c).glob("*.txt"))
-        for split in ("train", "test")
-        for c in IMDB_CLASSES
-    )
-
-
-def _unpack_imdb(archive: Path, root: Path) -> None:
-    """Extract the labelled reviews (not the 50,000 unlabelled ones) under ``root``."""
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = [
-                m
-                for m in tar.getmembers()
-                if m.name.startswith("aclImdb/") and "/unsup/" not in m.name
-            ]
-            # "data": no absolute paths, links out of root, devices or setuid bits.
-            tar.extractall(root, members=members, filter="data")
-    except (OSError, tarfile.TarError, EOFError) as err:
-        raise DataError(
-            f"imdb: cannot unpack {archive} ({err}); delete it to download again"
-        ) from err
-
-
-def _locate_imdb(data_dir: str | Path | None) -> _Source:
-    root = data_root(data_dir)
-    folder = root / "aclImdb"
-    if not _imdb_complete(folder):
-        archive = root / "aclImdb_v1.tar.gz"
-        if not archive.is_file():
-            _fetch("imdb", IMDB_URL, archive, f"unpack aclImdb_v1.tar.gz into {root}")
-        _unpack_imdb(archive, root)
-        if not _imdb_complete(folder):
-            raise DataError(
-                f"imdb: {folder} lacks train/ and test/ folders of pos/ and neg/ reviews "
-                f"after unpacking {archive}"
-            )
-    scan = (
-        folder,
-        _class_subset(folder / "train"),
-        _class_subset(folder / "test"),
-    )
-    files = tuple(p for p, _ in scan[1] + scan[2])
-    return _Source(
-        f"imdb ({folder})",
-        files,
-        lambda: _read_textfolder(folder, scan, clean=_strip_html_breaks, classes=IMDB_CLASSES),
-    )
-
-
-def _class_subset(folder: Path) -> _TextFiles:
-    files: _TextFiles = []
-    for c in IMDB_CLASSES:
-        files.extend((p, c) for p in sorted((folder / c).glob("*.txt")))
-    return files
-
-
-def _strip_html_breaks(text: str) -> str:
-    # IMDB reviews separate paragraphs with <br /> tags; as tokens they would be noise.
-    return re.sub(r"<br\s*/?>", " ", text)

@@ -3,20 +3,22 @@ that turns a spec into a ``torch.nn.Module``. The ArchSpec is the one source of 
 the search samples, the builder builds and the export writes out."""
 
 from nas.model import layers
+from nas.model._budget import (
+    MAX_ATTENTION_BUDGET_MB,
+    attention_budget,
+    attention_budget_bytes,
+    check_budget_mb,
+)
 from nas.model._builder import Stage, build_attention, build_model
+from nas.model._plain import ArchSpecError
 from nas.model._spec import (
     ATTENTION_FIELDS,
-    MAX_ATTENTION_BUDGET_MB,
     ArchSpec,
-    ArchSpecError,
     AttentionSpec,
     HeadSpec,
     InputSpec,
     StageSpec,
     StemSpec,
-    attention_budget,
-    attention_budget_bytes,
-    check_budget_mb,
     score_bytes,
 )
 from nas.model._task import FASHION_MNIST, Task, TaskError, TaskKind

@@ -26,19 +26,18 @@ image); 2 added them. Version-1 dicts still load, as images.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import dataclasses
 import json
 import math
-import os
-import types
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from nas.errors import NasError
 from nas.model import layers
+from nas.model._budget import (
+    attention_budget,
+    attention_budget_bytes,
+    budget_source,
+)
+from nas.model._plain import ArchSpecError, parse, to_plain
 
 if TYPE_CHECKING:
     from nas.model._task import Task
@@ -50,22 +49,6 @@ INPUT_KINDS = ("image", "text")
 # Ids 0 and 1 pad and stand for unknown tokens: a vocabulary needs at least one word more.
 MIN_VOCAB_SIZE = 3
 MAX_VOCAB_SIZE = 2**22
-
-# Attention scores are O(N²) in memory. A spec whose score matrices would need more
-# than this many bytes per example (fp32) is refused at validation, not by an OOM
-# in the middle of a search. Change it with the environment variable below, or give it
-# explicitly (``from_dict(..., attention_budget_mb=)``, ``attention_budget``): a stored
-# spec must be judged by the budget its study was searched with, not the reader's.
-ATTENTION_BUDGET_ENV = "NAS_ATTENTION_BUDGET_MB"
-DEFAULT_ATTENTION_BUDGET_MB = 16.0
-# The largest explicit budget taken: budgets come from study attrs anyone may edit, and
-# 1e30 would let any spec pass. 1 GiB of scores per example is 256 GiB for an evaluation
-# batch of 256, more than any one accelerator holds, so no real study needs more.
-MAX_ATTENTION_BUDGET_MB = 1024.0
-# The explicit budget (MiB) of the current context; None: the environment's.
-_BUDGET_MB: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "attention_budget_mb", default=None
-)
 
 # Which attention fields each op reads; the others must stay at their defaults so
 # that one network has one spec (the replay check in the export compares specs).
@@ -80,14 +63,6 @@ ATTENTION_FIELDS: dict[str, frozenset[str]] = {
 }
 POSITIONS = ("none", "learned", "relbias")
 KERNELS = (1, 3, 5, 7)
-
-
-class ArchSpecError(NasError):
-    """A spec that breaks a rule; ``path`` says where (``stages[2].attention.heads``)."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path} {message}")
-        self.path = path
 
 
 # --------------------------------------------------------------------------- the tree
@@ -263,7 +238,7 @@ class ArchSpec:
     # -- JSON ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        data = _to_plain(self)
+        data = to_plain(self)
         return {"schema_version": SCHEMA_VERSION, **data}
 
     def to_json(self, indent: int | None = None) -> str:
@@ -293,7 +268,7 @@ class ArchSpec:
                     raise ArchSpecError(
                         f"input.{key}", "is not a key of schema version 1 (images only)"
                     )
-        spec = _parse(cls, body, "")
+        spec = parse(cls, body, "")
         assert isinstance(spec, ArchSpec)
         return spec
 
@@ -304,48 +279,6 @@ class ArchSpec:
         except json.JSONDecodeError as e:
             raise ArchSpecError("spec", f"is not valid JSON: {e}") from None
         return cls.from_dict(data)
-
-
-def check_budget_mb(megabytes: object, where: str = "attention_budget_mb") -> float:
-    """An explicit budget in MiB: a finite number in (0, ``MAX_ATTENTION_BUDGET_MB``]."""
-    if (
-        not isinstance(megabytes, int | float)
-        or isinstance(megabytes, bool)
-        or not 0 < megabytes <= MAX_ATTENTION_BUDGET_MB  # False for NaN too
-    ):
-        raise ArchSpecError(
-            where,
-            f"must be a number of MiB in (0, {MAX_ATTENTION_BUDGET_MB:g}], got {megabytes!r}",
-        )
-    return float(megabytes)
-
-
-@contextlib.contextmanager
-def attention_budget(megabytes: float) -> Iterator[None]:
-    """Validate specs (and let spaces size attention) against ``megabytes`` MiB inside."""
-    token = _BUDGET_MB.set(check_budget_mb(megabytes))
-    try:
-        yield
-    finally:
-        _BUDGET_MB.reset(token)
-
-
-def attention_budget_bytes() -> int:
-    """The per-example attention memory budget: the explicit one of the current context
-    (:func:`attention_budget`), else ``NAS_ATTENTION_BUDGET_MB``, else the default."""
-    explicit = _BUDGET_MB.get()
-    if explicit is not None:
-        return int(explicit * 2**20)
-    raw = os.environ.get(ATTENTION_BUDGET_ENV)
-    if raw is None:
-        return int(DEFAULT_ATTENTION_BUDGET_MB * 2**20)
-    try:
-        megabytes = float(raw)
-    except ValueError:
-        raise ArchSpecError(ATTENTION_BUDGET_ENV, f"must be a number, got {raw!r}") from None
-    if not 0 < megabytes < math.inf:
-        raise ArchSpecError(ATTENTION_BUDGET_ENV, f"must be positive and finite, got {raw!r}")
-    return int(megabytes * 2**20)
 
 
 def score_bytes(attention: AttentionSpec | None, h: int, w: int) -> int:
@@ -526,72 +459,5 @@ def _validate_attention(
             path,
             f"needs {needed / 2**20:.1f} MiB of attention scores per example "
             f"({a.heads} heads × {h * w} × {keys} positions, fp32), over the budget of "
-            f"{budget / 2**20:.1f} MiB ({_budget_source()})",
+            f"{budget / 2**20:.1f} MiB ({budget_source()})",
         )
-
-
-def _budget_source() -> str:
-    if _BUDGET_MB.get() is not None:
-        return "the budget given for this spec, e.g. its study's attention_budget_mb"
-    return f"set {ATTENTION_BUDGET_ENV} to change it"
-
-
-# --------------------------------------------------------------------------- JSON
-
-
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-def _parse(cls: type, data: object, path: str) -> object:
-    """Build dataclass ``cls`` from plain data, checking keys and types on the way."""
-    where = path or "spec"
-    if not isinstance(data, dict):
-        raise ArchSpecError(where, f"must be a JSON object, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    prefix = f"{path}." if path else ""
-    for key in data:
-        if key not in fields:
-            raise ArchSpecError(f"{prefix}{key}", f"is not a known key of {cls.__name__}")
-    kwargs = {}
-    for name, field in fields.items():
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], f"{prefix}{name}")
-        elif field.default is dataclasses.MISSING:
-            raise ArchSpecError(f"{prefix}{name}", "is missing")
-    return cls(**kwargs)
-
-
-def _convert(typ: Any, value: object, path: str) -> object:
-    origin = get_origin(typ)
-    if origin in (Union, types.UnionType):
-        options = get_args(typ)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [t for t in options if t is not type(None)]
-        return _convert(inner, value, path)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ArchSpecError(path, f"must be a list, got {value!r}")
-        (item, _ellipsis) = get_args(typ)
-        return tuple(_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(typ):
-        return _parse(typ, value, path)  # type: ignore[arg-type]
-    if typ is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ArchSpecError(path, f"must be an integer, got {value!r}")
-        return value
-    if typ is float:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ArchSpecError(path, f"must be a number, got {value!r}")
-        return float(value)
-    if typ is str:
-        if not isinstance(value, str):
-            raise ArchSpecError(path, f"must be a string, got {value!r}")
-        return value
-    raise TypeError(f"no JSON conversion for {typ!r} at {path}")  # a bug in this module
