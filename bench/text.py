@@ -75,7 +75,7 @@ def main() -> None:
 
     import torch
 
-    from nas.export.cli import retrain
+    from nas.export import retrain
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

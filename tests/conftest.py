@@ -6,12 +6,16 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+import nas.data._text as nt
+from nas.data._vocab import Tokenizer, Vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,6 +74,22 @@ def digits_study(tmp_path_factory: pytest.TempPathFactory) -> StudyRef:
 
 
 TEXT_SEED = 3  # not the default 0: the export must rebuild the vocabulary with this one
+
+
+def build_vocabulary(
+    texts: Iterable[str],
+    *,
+    tokenizer: Tokenizer = "words",
+    max_vocab: int = nt.DEFAULT_MAX_VOCAB,
+    min_freq: int = nt.DEFAULT_MIN_FREQ,
+    length: int | None = None,
+) -> Vocabulary:
+    """A vocabulary of ``texts`` by the rules the text loaders use (``nas.data._text``), for
+    tests that need one without writing a dataset."""
+    nt._check_options(tokenizer, max_vocab, min_freq, length)
+    tokens = nt._tokenise([str(t) for t in texts], tokenizer)
+    everything = np.arange(len(tokens.lengths))
+    return nt._vocabulary(tokens, everything, tokenizer, max_vocab, min_freq, length, "texts")[0]
 
 
 def write_text_corpus(path: Path, per_class: int = 50) -> Path:

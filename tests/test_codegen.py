@@ -1,5 +1,5 @@
 """Generated model.py equals the built model: every op, every space, images and text, without
-nas importable; the generated encode() tokenises like nas.text.Vocabulary."""
+nas importable; the generated encode() tokenises like nas.data.Vocabulary."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import optuna
 import pytest
 import torch
 
-from nas.data import Vocabulary, build_vocabulary
+from nas.data import Vocabulary
 from nas.export import _codegen as codegen
+from nas.export import _layer_code as layer_code
 from nas.model import (
     ArchSpec,
     AttentionSpec,
@@ -28,6 +29,7 @@ from nas.model import (
 )
 from nas.search import load_space
 from nas.train import make_input
+from tests.conftest import build_vocabulary
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -154,7 +156,7 @@ EXTRA = (
 
 # Hand-written text specs for what random manet_text samples never reach (channel
 # attention, flatten, norms and activations the space does not offer), with odd lengths.
-# Their vocabularies are real, so the exported encode() can be checked against nas.text.
+# Their vocabularies are real, so the exported encode() can be checked against nas.data.
 CORPUS = ["Hello, World!", "hello again, world", "héllo wörld: 42 again", "the end"]
 TEXT_VOCABS = (
     build_vocabulary(CORPUS, min_freq=1, length=29),
@@ -228,12 +230,12 @@ EXTRA_TEXT = (
 
 
 def test_tables_cover_every_registered_name() -> None:
-    assert set(codegen.ACTIVATION_CODE) == set(layers.ACTIVATIONS)
-    assert set(codegen.NORM_CODE) == set(layers.NORMS)
-    assert set(codegen.BLOCK_CLASS) == set(layers.BLOCKS)
-    assert set(codegen.ATTENTION_CLASS) == set(layers.ATTENTIONS)
-    assert set(codegen.DOWNSAMPLE_CODE) == set(layers.DOWNSAMPLES)
-    assert set(codegen.GLOBAL_POOL_CODE) == set(layers.GLOBAL_POOLS)
+    assert set(layer_code.ACTIVATION_CODE) == set(layers.ACTIVATIONS)
+    assert set(layer_code.NORM_CODE) == set(layers.NORMS)
+    assert set(layer_code.BLOCK_CLASS) == set(layers.BLOCKS)
+    assert set(layer_code.ATTENTION_CLASS) == set(layers.ATTENTIONS)
+    assert set(layer_code.DOWNSAMPLE_CODE) == set(layers.DOWNSAMPLES)
+    assert set(layer_code.GLOBAL_POOL_CODE) == set(layers.GLOBAL_POOLS)
 
 
 def test_exported_code_equals_built_model_for_every_op(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ import optuna
 import pytest
 import torch
 
-from nas.export.cli import ExportError, main, parse_pick
+from nas.export import ExportError, parse_pick
+from nas.export.cli import main
 from nas.model import ArchSpec, build_model
 from nas.search import make_storage
 from tests.conftest import TEXT_SEED, StudyRef, TextStudyRef
@@ -452,17 +453,17 @@ def test_bad_mean_or_std_refused(
 def test_retrain_evaluates_at_the_search_batch(
     digits_study: StudyRef, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import nas.train
-    from nas.export.cli import retrain
+    import nas.export._retrain as retraining  # the module retrain looks evaluate up in
+    from nas.export import retrain
 
     batches: list[int] = []
-    real = nas.train.evaluate
+    real = retraining.evaluate
 
     def spy(*args: Any, **kwargs: Any) -> float:
         batches.append(kwargs.get("batch_size", 1024))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(nas.train, "evaluate", spy)
+    monkeypatch.setattr(retraining, "evaluate", spy)
     study = optuna.load_study(study_name=digits_study.name, storage=digits_study.storage)
     spec = ArchSpec.from_dict(study.trials[0].user_attrs["arch"])
     _, test = retrain(study, spec, seed=0, epochs=0.2, device="cpu", data_dir=None)

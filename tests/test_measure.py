@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import weakref
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-from nas.train import Latency, count_flops, count_params, fingerprint, measure_latency, peak_memory
+from nas.model import InputSpec
+from nas.train import Latency, count_flops, count_params, fingerprint, make_input, measure_latency
 
 SHAPE = (16, 24, 24)
 
@@ -86,6 +93,85 @@ def test_latency_fields_and_the_model_left_alone() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert next(model.parameters()).is_contiguous()
     assert torch.get_num_threads() == threads
+
+
+# Peak memory is measured only here (no trial records it): the tracker and the
+# measurement live with their test.
+class _PeakTensorBytes(TorchDispatchMode):
+    """Tracks the bytes of tensor storages created by ATen ops while active, and the peak.
+
+    Each new storage is counted when an op returns it and uncounted when it is freed
+    (a weakref finalizer on the storage object, which PyTorch keeps alive exactly as long
+    as the storage). In-place ops and views return known storages and add nothing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._seen: dict[int, int] = {}
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self.live -= nbytes
+        self._seen.pop(key, None)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = id(storage)
+                if key in self._seen:
+                    continue
+                nbytes = storage.nbytes()
+                self._seen[key] = nbytes
+                self.live += nbytes
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(storage, self._free, key, nbytes)
+        return out
+
+
+def peak_memory(
+    model: nn.Module,
+    input_shape: InputSpec | tuple[int, ...],
+    *,
+    batch: int = 1,
+    device: str | torch.device = "cpu",
+    train: bool = False,
+) -> int:
+    """Peak bytes allocated by one forward pass (plus backward if ``train``), beyond what
+    was allocated before it (parameters and the input are excluded).
+
+    CUDA: the caching allocator's own ``max_memory_allocated`` delta. CPU has no allocator
+    statistics, so every tensor storage an ATen op creates is tracked from creation to
+    free (a dispatch mode) and the peak of the live sum is taken: activations, gradients
+    and outputs, but not scratch space that libraries such as oneDNN keep to themselves,
+    nor allocator slack. The two are therefore comparable across models on one device,
+    not across devices.
+    """
+    dev = torch.device(device)
+    net = copy.deepcopy(model).to(dev)  # a copy: the caller's model stays where it is
+    net.train(train)
+    x = make_input(input_shape, batch, dev)
+    grad_mode = torch.enable_grad() if train else torch.inference_mode()
+
+    def run() -> None:
+        out = net(x)
+        if train:
+            out.float().sum().backward()
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        with grad_mode:
+            run()
+        torch.cuda.synchronize(dev)
+        return int(torch.cuda.max_memory_allocated(dev) - before)
+    tracker = _PeakTensorBytes()
+    with grad_mode, tracker:
+        run()
+    return tracker.peak
 
 
 def test_peak_memory_counts_activations() -> None:

@@ -14,6 +14,7 @@ from nas.data import Data, Split
 from nas.model import Task
 from nas.train import TrainConfig, TrainConfigError, evaluate, train
 from nas.train import _augment as aug
+from nas.train import _device as dv
 from nas.train import _trainer as tr
 
 CLASSES = 4
@@ -212,7 +213,7 @@ def test_auto_threads_trains_and_restores_the_count() -> None:
 def test_thread_tuner_keeps_the_faster_count(monkeypatch: pytest.MonkeyPatch) -> None:
     counts: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", counts.append)
-    tuner = tr._ThreadTuner(2)
+    tuner = dv.ThreadTuner(2)
     probe = tuner.PROBE + 1  # steps per probe, the untimed first one included
     step_time = {2: 0.3, 1: 0.1}  # a busy machine: one thread is faster
     for _ in range(2 * probe):
@@ -276,13 +277,13 @@ def test_schedules() -> None:
 
 def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    monkeypatch.setattr(tr, "_cpu_flags", lambda: frozenset({"avx2"}))
-    assert tr.resolve_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr(tr, "_cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
-    assert tr.resolve_precision("auto", cpu) == "bf16"
-    assert tr.resolve_precision("fp32", cpu) == "fp32"
-    assert tr.resolve_memory_format("auto", cpu) == "channels_last"
-    assert tr.resolve_memory_format("contiguous", cpu) == "contiguous"
+    monkeypatch.setattr(dv, "_cpu_flags", lambda: frozenset({"avx2"}))
+    assert dv.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(dv, "_cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert dv.resolve_precision("auto", cpu) == "bf16"
+    assert dv.resolve_precision("fp32", cpu) == "fp32"
+    assert dv.resolve_memory_format("auto", cpu) == "channels_last"
+    assert dv.resolve_memory_format("contiguous", cpu) == "contiguous"
 
 
 def test_bf16_autocast_trains() -> None:

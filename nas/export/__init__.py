@@ -1,2 +1,21 @@
 """Export a chosen trial as standalone PyTorch code: ``model.py`` rendered from its spec,
 weights, ONNX and a README. The command line is :mod:`nas.export.cli`."""
+
+from nas.export._codegen import render_code
+from nas.export._error import ExportError
+from nas.export._pick import choose_trial, parse_pick
+from nas.export._replay import check_replay
+from nas.export._retrain import retrain
+from nas.export._write import EXPORT_FILES, export, write_onnx
+
+__all__ = [
+    "EXPORT_FILES",
+    "ExportError",
+    "check_replay",
+    "choose_trial",
+    "export",
+    "parse_pick",
+    "render_code",
+    "retrain",
+    "write_onnx",
+]

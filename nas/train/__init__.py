@@ -1,7 +1,10 @@
 """Training and measuring one network: the training loop and its config, augmentation,
-and the measurements a trial records (latency, FLOPs, parameters, memory)."""
+and the measurements a trial records (latency, FLOPs, parameters)."""
 
 from nas.train._augment import AugmentError, normalize
+from nas.train._config import TrainConfig, TrainConfigError
+from nas.train._device import resolve_memory_format, resolve_precision
+from nas.train._evaluate import evaluate
 from nas.train._measure import (
     Latency,
     count_flops,
@@ -9,16 +12,8 @@ from nas.train._measure import (
     fingerprint,
     make_input,
     measure_latency,
-    peak_memory,
 )
-from nas.train._trainer import (
-    TrainConfig,
-    TrainConfigError,
-    evaluate,
-    resolve_memory_format,
-    resolve_precision,
-    train,
-)
+from nas.train._trainer import train
 
 __all__ = [
     "AugmentError",
@@ -32,7 +27,6 @@ __all__ = [
     "make_input",
     "measure_latency",
     "normalize",
-    "peak_memory",
     "resolve_memory_format",
     "resolve_precision",
     "train",

@@ -63,7 +63,7 @@ class AugmentConfig:
 
 def _check_batch(x: Tensor) -> None:
     if x.dim() == 2 and not x.is_floating_point():
-        # Text batches (nas.text) hold token ids; the trainer passes them by untouched.
+        # Text batches (nas.data) hold token ids; the trainer passes them by untouched.
         raise AugmentError(
             f"got token ids of shape {tuple(x.shape)}: augmentation and normalisation apply "
             f"to image batches (N, C, H, W) only"
@@ -101,8 +101,8 @@ def pad(x: Tensor, amount: int, mode: PadMode = "reflect") -> Tensor:
 def crop_padded(x_padded: Tensor, amount: int, generator: torch.Generator) -> Tensor:
     """Random (H, W) crops of a batch padded by ``amount``: a random translation.
 
-    One ``gather`` over flattened pixel indices does the whole batch: measured ~4x faster
-    on CPU than airbench's per-shift masked copies or than 4-D advanced indexing.
+    One ``gather`` over flattened pixel indices does the whole batch: on a CPU it does less
+    work than airbench's per-shift masked copies or 4-D advanced indexing.
     """
     _check_batch(x_padded)
     if amount == 0:
@@ -165,11 +165,6 @@ def augment_padded(x_padded: Tensor, config: AugmentConfig, generator: torch.Gen
     if config.cutout:
         x = cutout(x, config.cutout, generator)
     return x
-
-
-def augment(x: Tensor, config: AugmentConfig, generator: torch.Generator) -> Tensor:
-    """Apply ``config`` to an unpadded batch (pads, then :func:`augment_padded`)."""
-    return augment_padded(pad(x, config.crop_pad, config.pad_mode), config, generator)
 
 
 def normalize(

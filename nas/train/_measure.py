@@ -1,13 +1,13 @@
-"""Measurements of a built model: latency, FLOPs, parameters, peak memory, and the device.
+"""Measurements of a built model: latency, FLOPs, parameters, and the device.
 
 Latency is timed by ``torch.utils.benchmark.Timer`` (which synchronises CUDA and sets the
 thread count for the duration), never by a hand-written loop: a warm-up first, then
 ``blocked_autorange`` gives blocks of runs whose median and interquartile range we report.
 Throughput at a larger batch is the same call with another ``batch``.
 
-Every function here leaves the model as it found it: latency and memory are measured on a
-deep copy (so moving it to another device or memory format cannot touch the caller's),
-FLOPs on the model itself in eval mode, restored afterwards.
+Every function here leaves the model as it found it: latency is measured on a deep copy
+(so moving it to another device or memory format cannot touch the caller's), FLOPs on
+the model itself in eval mode, restored afterwards.
 
 What a model is fed is derived from its spec, never guessed: pass the spec's
 ``InputSpec`` and a text network gets int64 token ids ``torch.randint(0, V, (batch, L))``,
@@ -22,14 +22,11 @@ import importlib.metadata
 import logging
 import os
 import platform
-import weakref
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.model import InputSpec
@@ -162,83 +159,6 @@ def measure_latency(
         memory_format=memory_format,
         runs=m.number_per_run * len(m.raw_times),
     )
-
-
-class _PeakTensorBytes(TorchDispatchMode):
-    """Tracks the bytes of tensor storages created by ATen ops while active, and the peak.
-
-    Each new storage is counted when an op returns it and uncounted when it is freed
-    (a weakref finalizer on the storage object, which PyTorch keeps alive exactly as long
-    as the storage). In-place ops and views return known storages and add nothing.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        self._seen: dict[int, int] = {}
-
-    def _free(self, key: int, nbytes: int) -> None:
-        self.live -= nbytes
-        self._seen.pop(key, None)
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                key = id(storage)
-                if key in self._seen:
-                    continue
-                nbytes = storage.nbytes()
-                self._seen[key] = nbytes
-                self.live += nbytes
-                self.peak = max(self.peak, self.live)
-                weakref.finalize(storage, self._free, key, nbytes)
-        return out
-
-
-def peak_memory(
-    model: nn.Module,
-    input_shape: Inputs,
-    *,
-    batch: int = 1,
-    device: str | torch.device = "cpu",
-    train: bool = False,
-) -> int:
-    """Peak bytes allocated by one forward pass (plus backward if ``train``), beyond what
-    was allocated before it (parameters and the input are excluded).
-
-    CUDA: the caching allocator's own ``max_memory_allocated`` delta. CPU has no allocator
-    statistics, so every tensor storage an ATen op creates is tracked from creation to
-    free (a dispatch mode) and the peak of the live sum is taken: activations, gradients
-    and outputs, but not scratch space that libraries such as oneDNN keep to themselves,
-    nor allocator slack. The two are therefore comparable across models on one device,
-    not across devices.
-    """
-    dev = torch.device(device)
-    net = _copy_to(model, dev, "contiguous")
-    net.train(train)
-    x = make_input(input_shape, batch, dev)
-    grad_mode = torch.enable_grad() if train else torch.inference_mode()
-
-    def run() -> None:
-        out = net(x)
-        if train:
-            out.float().sum().backward()
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        before = torch.cuda.memory_allocated(dev)
-        with grad_mode:
-            run()
-        torch.cuda.synchronize(dev)
-        return int(torch.cuda.max_memory_allocated(dev) - before)
-    tracker = _PeakTensorBytes()
-    with grad_mode, tracker:
-        run()
-    return tracker.peak
 
 
 def fingerprint() -> dict[str, Any]:
