@@ -35,16 +35,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.data import Data, Split, load_data
 from nas.search import (
+    BASELINES,
     Limits,
     Objective,
+    default_max_flops,
     first_judged_step,
     load_space,
     make_pruner,
     make_sampler,
     make_storage,
     open_study,
+    run_trial,
 )
-from nas.search.cli import BASELINES, default_max_flops, run_trial
 from nas.train import TrainConfig
 
 OUT = Path(__file__).resolve().parent / "out"

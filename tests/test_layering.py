@@ -1,6 +1,6 @@
 """The package's import graph, read with ``ast`` (imports inside functions too): no cycle,
-and only a ``__main__`` imports a command-line module (a ``__main__`` or one with a
-``__main__`` block)."""
+and only a ``__main__`` imports a command-line module (a ``__main__``, a ``cli``, or one
+with a ``__main__`` block)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ def imported(tree: ast.AST, modules: set[str]) -> set[str]:
 
 
 def is_cli(name: str, tree: ast.Module) -> bool:
-    """Whether the module is a package's ``__main__`` or has an ``if __name__ == "__main__":``
-    block."""
-    return name.endswith(".__main__") or any(
+    """Whether the module is a package's ``__main__`` or ``cli`` (the command it runs), or
+    has an ``if __name__ == "__main__":`` block."""
+    return name.endswith((".__main__", ".cli")) or any(
         isinstance(node, ast.If)
         and isinstance(node.test, ast.Compare)
         and isinstance(node.test.left, ast.Name)
@@ -91,13 +91,14 @@ def test_the_checks_catch_what_they_look_for() -> None:
     assert imported(tree, {"nas.search", "nas.data"}) == {"nas.search"}
     assert is_cli("nas.x", ast.parse("if __name__ == '__main__':\n    pass\n"))
     assert is_cli("nas.x.__main__", ast.parse("pass\n"))
+    assert is_cli("nas.x.cli", ast.parse("pass\n"))
     assert not is_cli("nas.x", ast.parse("pass\n"))
 
 
 def test_every_user_facing_error_is_a_nas_error() -> None:
     from nas.data import DataError
     from nas.errors import NasError
-    from nas.export.cli import ExportError
+    from nas.export import ExportError
     from nas.model import ArchSpecError, TaskError
     from nas.search import LockTimeout, SpaceError, StudyError
     from nas.train import AugmentError, TrainConfigError

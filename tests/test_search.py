@@ -24,16 +24,12 @@ from nas.search import (
     make_pruner,
     make_storage,
     measurement_lock,
-    training_lock,
-)
-from nas.search.cli import (
-    Stopped,
-    _stop_on_signals,
-    parse_args,
     run_trial,
     run_worker,
-    settings_from,
+    training_lock,
 )
+from nas.search._runner import Stopped, StopSignals
+from nas.search.cli import parse_args, settings_from
 from nas.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,10 +240,11 @@ def test_a_stop_while_asking_marks_the_new_trial(
         return trial
 
     monkeypatch.setattr(optuna.Study, "ask", ask_then_stop)
-    previous = _stop_on_signals()
+    stops = StopSignals()
+    previous = stops.install()
     try:
         with pytest.raises(Stopped):
-            run_worker(s)
+            run_worker(s, stops=stops)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -391,8 +388,7 @@ def test_flags_that_cannot_work_are_refused_before_anything_is_written(
 
 
 def test_a_resume_with_other_settings_is_refused_or_recorded(tmp_path: Path) -> None:
-    from nas.search import StudyError
-    from nas.search.cli import build_study
+    from nas.search import StudyError, build_study
 
     url = f"sqlite:///{tmp_path}/r.db"
     common = ["--dataset", "digits", "--storage", url, "--study-name", "r"]
@@ -419,7 +415,7 @@ def test_workers_on_one_study_draw_different_trials_and_enqueue_baselines_once(
 ) -> None:
     # Two workers (on two machines, each its worker 0) starting a new study together.
     from nas.model import Task
-    from nas.search.cli import build_study
+    from nas.search import build_study
 
     url = f"sqlite:///{tmp_path}/w.db"
     s = settings_from(parse_args(["--dataset", "digits", "--storage", url, "--study-name", "w"]))
@@ -476,7 +472,8 @@ def test_a_trial_over_its_time_limit_is_failed_and_the_study_goes_on(tmp_path: P
 def test_the_default_trial_time_limit_follows_the_study() -> None:
     import datetime
 
-    from nas.search.cli import DEFAULT_TRIAL_TIMEOUT, MIN_TRIAL_TIMEOUT, trial_time_limit
+    from nas.search._runner import trial_time_limit
+    from nas.search._settings import DEFAULT_TRIAL_TIMEOUT, MIN_TRIAL_TIMEOUT
 
     def done(seconds: float) -> optuna.trial.FrozenTrial:
         trial = optuna.trial.create_trial(values=[0.5, 1.0], state=TrialState.COMPLETE)
@@ -534,7 +531,7 @@ def test_a_failed_heartbeat_write_does_not_stop_the_heartbeat(
     # Optuna's heartbeat thread ends at its first failed write ("database is locked"):
     # the live trial would then go stale and be failed under its worker.
     from nas.search import HEARTBEAT_SECONDS
-    from nas.search.cli import _heartbeat
+    from nas.search._optuna import heartbeat
 
     storage = make_storage(f"sqlite:///{tmp_path}/h.db")
     study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
@@ -549,7 +546,7 @@ def test_a_failed_heartbeat_write_does_not_stop_the_heartbeat(
         real(trial_id)
 
     monkeypatch.setattr(storage, "record_heartbeat", flaky)
-    with pytest.warns(UserWarning, match="database is locked"), _heartbeat(study, trial):
+    with pytest.warns(UserWarning, match="database is locked"), heartbeat(study, trial):
         time.sleep(HEARTBEAT_SECONDS + 1)
     assert len(calls) == 2
 
@@ -588,3 +585,91 @@ def test_the_front_table_shows_stored_values_as_text_on_one_line() -> None:
     assert len(lines) == 2, table
     assert lines[1].split()[:5] == ["0", "0.5000", "n/a", "n/a", "n/a"]
     assert "[7] stem16\\n99" in lines[1] and "\\x1b[2J" in lines[1] and "\x1b" not in table
+
+
+# ------------------------------------------------------------------------ study files
+
+STUDIES = ROOT / "studies"
+
+
+def test_the_default_study_file_is_the_default_search() -> None:
+    # studies/fashion_mnist.toml writes the defaults out: it runs what no flag runs.
+    written = settings_from(parse_args(["--config", str(STUDIES / "fashion_mnist.toml")]))
+    assert written == settings_from(parse_args([]))
+
+
+def test_a_study_file_runs_and_the_flags_given_override_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nas.search.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = str(STUDIES / "digits.toml")
+    url = f"sqlite:///{tmp_path}/c.db"
+    args = parse_args(["--trials", "1", "--config", config])  # --config anywhere
+    assert (args.dataset, args.epochs, args.trials, args.seed) == ("digits", 0.5, 1, 0)
+    assert main(["--config", config, "--trials", "1", "--epochs", "0.1", "--storage", url]) == 0
+    assert "1/1 trials (" in capsys.readouterr().err
+    study = load(url, "attention_cnn-digits")  # the file's study name
+    assert finished_count(study) == 1
+    assert (study.user_attrs["dataset"], study.user_attrs["epochs"]) == ("digits", 0.1)
+    assert not (tmp_path / "studies").exists()  # the file's storage was overridden
+
+
+def test_a_study_file_takes_flags_with_dashes_or_underscores(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('study_name = "u"\nmax-flops = 0\nenqueue_baselines = true\nepochs = 1\n')
+    args = parse_args(["--config", str(path)])
+    assert (args.study_name, args.enqueue_baselines, args.max_flops, args.epochs) == (
+        "u",
+        True,
+        0.0,
+        1.0,
+    )
+    assert type(args.epochs) is float  # as --epochs 1 gives it
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("trails = 3\n", "unknown key 'trails' (= 3)"),
+        ("debug = true\n", "unknown key 'debug' (= True)"),
+        ('trials = "many"\n', "trials = 'many' is not an integer"),
+        ("trials = 2.5\n", "trials = 2.5 is not an integer"),
+        ("epochs = true\n", "epochs = True is not a number"),
+        ("enqueue-baselines = 1\n", "enqueue-baselines = 1 is not true or false"),
+        ("seed = [1]\n", "seed = [1] is not an integer"),
+        ('sampler = "bogus"\n', "sampler = 'bogus' is not one of tpe, nsga2, random, gp"),
+        ('study-name = "a"\nstudy_name = "b"\n', "study-name is given twice"),
+        ("trials = \n", "is not valid TOML"),
+    ],
+)
+def test_a_bad_study_file_is_one_line_exit_2_and_writes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    message: str,
+) -> None:
+    from nas.search.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the default storage would be made here
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert main(["--config", str(path), "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: study file {str(path)!r}") and message in err, err
+    assert err.strip().count("\n") == 0, err
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_missing_study_file_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nas.search.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", "nope.toml"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: study file 'nope.toml': No such file or directory\n", err
+    assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,6 @@
-"""nas.study's storages and locks: which storages a search accepts, where its lock files
-live, and lock waits that end with the lock and its holder named (real subprocesses)."""
+"""The search's storages and locks (nas.search._storage, nas.search._locks): which storages
+a search accepts, where its lock files live, and lock waits that end with the lock and its
+holder named (real subprocesses)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from nas.search import (
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
-# A process that takes one of nas.study's locks, says so, and holds it until its stdin ends.
+# A process that takes one of the search's locks (nas.search._locks), says so, and holds it
+# until its stdin ends.
 HOLD = """
 import sys
 from nas.search import measurement_lock, slot_lock, training_lock

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 from nas import command
 from nas.export._error import ExportError
@@ -111,7 +110,3 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     return command.main("export", __doc__, add_arguments, run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

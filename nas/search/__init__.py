@@ -1,7 +1,10 @@
 """The search: spaces that sample an ArchSpec, the objective that trains and measures one
-trial, the pruner, the study's storage and locks, and the results (front, hypervolume).
-The command line is :mod:`nas.search.cli` (``python -m nas.search``)."""
+trial, the pruner, the study's storage and locks, the settings and the runner that runs a
+search's workers, and the results (front, hypervolume). Optuna's private API is used in
+:mod:`nas.search._optuna` only. The command line is :mod:`nas.search.cli`
+(``python -m nas.search``)."""
 
+from nas.search._locks import LockTimeout, measurement_lock, slot_lock, training_lock
 from nas.search._notes import spec_markdown
 from nas.search._objective import (
     MIN_STEPS_JUDGED,
@@ -19,6 +22,8 @@ from nas.search._pruning import (
     should_prune,
 )
 from nas.search._results import counts, front, front_table, hypervolume, pareto
+from nas.search._runner import build_study, run_trial, run_worker
+from nas.search._settings import BASELINES, DEFAULT_EPOCHS, Settings, default_max_flops
 from nas.search._spaces import (
     SpaceError,
     Suggest,
@@ -33,21 +38,19 @@ from nas.search._storage import (
     GRACE_SECONDS,
     HEARTBEAT_SECONDS,
     OBJECTIVES,
-    LockTimeout,
     StudyError,
     check_storage_url,
     finished_count,
     load_existing_study,
     make_sampler,
     make_storage,
-    measurement_lock,
     open_existing_storage,
     open_study,
-    slot_lock,
-    training_lock,
 )
 
 __all__ = [
+    "BASELINES",
+    "DEFAULT_EPOCHS",
     "GRACE_SECONDS",
     "HEARTBEAT_SECONDS",
     "LATENCY_ATTR",
@@ -59,12 +62,15 @@ __all__ = [
     "Objective",
     "ParetoPruner",
     "PrunedTrialsSampler",
+    "Settings",
     "SpaceError",
     "StudyError",
     "Suggest",
+    "build_study",
     "check_storage_url",
     "check_task",
     "counts",
+    "default_max_flops",
     "default_space",
     "example_task",
     "finished_count",
@@ -83,6 +89,8 @@ __all__ = [
     "open_study",
     "pareto",
     "report",
+    "run_trial",
+    "run_worker",
     "should_prune",
     "slot_lock",
     "space_names",

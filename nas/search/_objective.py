@@ -18,12 +18,12 @@ from typing import Any
 import optuna
 import torch
 
+import nas.search._pruning as pruning
 from nas.data import Data
 from nas.model import ArchSpec, build_model
-from nas.search import _pruning as pruning
+from nas.search._locks import MACHINE_LOCK_TIMEOUT, measurement_lock, training_lock
 from nas.search._notes import write_note
 from nas.search._spaces import Suggest, load_builtin_space
-from nas.search._storage import MACHINE_LOCK_TIMEOUT, measurement_lock, training_lock
 from nas.search._timelimit import uncounted
 from nas.train import TrainConfig, count_flops, count_params, fingerprint, measure_latency, train
 
@@ -73,7 +73,7 @@ class Objective:
     seed: int = 0
     device: str = "cpu"
     # The bound of a wait for this machine's locks; the runner sets it from the trial's
-    # time limit (nas.study.machine_lock_timeout).
+    # time limit (nas.search._locks.machine_lock_timeout).
     lock_timeout: float | None = MACHINE_LOCK_TIMEOUT
 
     def __post_init__(self) -> None:

@@ -34,6 +34,8 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.search._optuna import stored_trial, write_intermediate
+
 __all__ = [
     "LATENCY_ATTR",
     "PRUNER_NAMES",
@@ -57,23 +59,9 @@ def _is_multi_objective(study: optuna.Study) -> bool:
     return len(study.directions) > 1
 
 
-# Private access to optuna.Trial lives in these two functions only. Trial has no public way
-# to write an intermediate value or read back its own FrozenTrial in a multi-objective
-# study (its report() raises there), so we go one level down, to the storage API every
-# backend implements, using the attributes Trial.report itself uses (optuna 5.0,
-# optuna/trial/_trial.py: Trial.storage, Trial._trial_id, Trial._cached_frozen_trial).
-
-
-def _latest_frozen(trial: optuna.Trial) -> FrozenTrial:
-    """The trial as stored now: intermediate values and user attrs current."""
-    return trial.storage.get_trial(trial._trial_id)
-
-
-def _write_intermediate(trial: optuna.Trial, step: int, value: float) -> None:
-    trial.storage.set_trial_intermediate_value(trial._trial_id, step, value)
-    # Keep the Trial's own cache in step, as Trial.report does, so whatever reads the trial
-    # through Optuna (Trial._get_latest_trial, sampler hooks) sees the value too.
-    trial._cached_frozen_trial.intermediate_values[step] = value
+# Trial has no public way to write an intermediate value or read back its own FrozenTrial
+# in a multi-objective study (its report() raises there): both go one level down, to the
+# storage API every backend implements, in nas.search._optuna.
 
 
 def report(trial: optuna.trial.BaseTrial, step: int, value: float) -> None:
@@ -122,14 +110,14 @@ def report(trial: optuna.trial.BaseTrial, step: int, value: float) -> None:
 
     # The storage is the truth (another process may share it); reading it back costs one
     # query per rung, nothing next to training a rung.
-    if step in _latest_frozen(trial).intermediate_values:
+    if step in stored_trial(trial).intermediate_values:
         warnings.warn(
             f"The reported value is ignored because this `{step=}` is already reported.",
             UserWarning,
             stacklevel=2,
         )
         return
-    _write_intermediate(trial, step, value)
+    write_intermediate(trial, step, value)
 
 
 def should_prune(trial: optuna.trial.BaseTrial) -> bool:
@@ -151,7 +139,7 @@ def should_prune(trial: optuna.trial.BaseTrial) -> bool:
         # They would raise only once enough trials finished (MedianPruner waits for 5),
         # deep inside a search; say so at the first rung, with the way out.
         raise ValueError(_refusal(type(pruner).__name__))
-    return bool(pruner.prune(trial.study, _latest_frozen(trial)))
+    return bool(pruner.prune(trial.study, stored_trial(trial)))
 
 
 # Optuna's pruners that rank trials by ``study.direction``, which multi-objective studies

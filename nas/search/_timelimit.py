@@ -3,7 +3,7 @@
 A limit by signal also ends a trial stuck in a Python loop or a lock wait (one long
 native call finishes first). Time spent waiting for a lock another worker holds is not
 the trial's own: :func:`uncounted` stops the clock while it waits (the lock's own bound
-applies there, see :func:`nas.study.machine_lock_timeout`).
+applies there, see :func:`nas.search._locks.machine_lock_timeout`).
 """
 
 from __future__ import annotations

@@ -3,107 +3,77 @@
     python -m nas.search --trials 100                # attention_cnn on Fashion-MNIST
     python -m nas.search --trials 100                # again: resumes, never starts over
     python -m nas.search --trials 40 --jobs 2 --storage postgresql://me@db/nas
+    python -m nas.search --config studies/digits.toml --trials 5   # a study file, one flag changed
 
 ``--trials N`` is the number of finished trials the study should hold; running the same
 command again continues the study. Ctrl-C, or ``kill PID`` (SIGTERM: what ``timeout``
 and job schedulers send), stops after marking the running trial (it is queued again for
-the next run).
+the next run). ``--config FILE`` reads the flags' values from a TOML file (keys: the long
+flags, with ``-`` or ``_``); a flag given on the command line overrides the file.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import multiprocessing
 import os
 import signal
-import statistics
 import sys
 import threading
-import time
-import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import tomllib
 from pathlib import Path
 from typing import Any
 
-import optuna
 import torch
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-from optuna.trial import FrozenTrial, TrialState
 
 from nas import command
-from nas.data import DATASETS, is_text_name, load_data, task_for
-from nas.model import Task, TaskKind, attention_budget_bytes
-from nas.search import _pruning as pruning
-from nas.search._objective import Limits, Objective, first_judged_step
-from nas.search._results import counts, front, front_table
+from nas.data import DATASETS, task_for
+from nas.search._objective import Limits
+from nas.search._progress import Progress
+from nas.search._pruning import make_pruner
+from nas.search._results import counts, front_table
+from nas.search._runner import StopSignals, build_study, run_workers
+from nas.search._settings import (
+    BASELINES,
+    DEFAULT_EPOCHS,
+    DEFAULT_TRIAL_TIMEOUT,
+    MIN_TRIAL_TIMEOUT,
+    TIMEOUT_FACTOR,
+    TIMEOUT_HISTORY,
+    Settings,
+    default_max_flops,
+)
 from nas.search._spaces import check_task, default_space, load_space
 from nas.search._storage import (
-    HEARTBEAT_SECONDS,
     OBJECTIVE_SETS,
     SAMPLERS,
+    StudyError,
     check_storage_url,
     finished_count,
-    machine_lock_timeout,
-    make_sampler,
-    make_storage,
-    open_study,
     parse_objectives,
-    requeue,
-    slot_counts,
-    slot_lock,
 )
-from nas.search._timelimit import time_limit
-from nas.train import TrainConfig
-
-# Per-trial budget by task kind: brief enough for a 100-trial search within the hour on a
-# 2-core CPU, long enough to rank networks (times per CPU: the README's "Searching").
-DEFAULT_EPOCHS: dict[TaskKind, float] = {"image": 0.3, "text": 2.0}
-BASELINES = ("seed_cnn", "resnet")
-
-# --trial-timeout's default: generous while the study knows few trial durations, then a
-# multiple of their median, so that a trial stuck for many times the usual is ended.
-DEFAULT_TRIAL_TIMEOUT = 3600.0
-MIN_TRIAL_TIMEOUT = 600.0
-TIMEOUT_FACTOR = 10.0
-TIMEOUT_HISTORY = 3
-
-
-@dataclass
-class Settings:
-    trials: int
-    timeout: float | None
-    space: str
-    dataset: str
-    data_dir: str | None
-    epochs: float
-    storage: str
-    study_name: str
-    objectives: tuple[str, ...]
-    limits: Limits
-    latency_device: str
-    latency_batch: int
-    latency_threads: int
-    sampler: str
-    pruner: str
-    seed: int
-    jobs: int
-    device: str
-    enqueue_baselines: bool
-    threads: int = 0
-    text_column: str = "text"
-    label_column: str = "label"
-    trial_timeout: float | None = None  # None: derived from the study (trial_time_limit)
-    allow_changed_settings: bool = False
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    return command.parse("search", __doc__, add_arguments, argv)
+    """The command line; with ``--config FILE``, the file's values are the defaults, which
+    the flags given override."""
+    p = _parser()
+    return _with_config(p, p.parse_args(argv), argv)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = command.parser("nas search", __doc__)
+    add_arguments(p)
+    return p
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a study file (TOML) of these flags' values, such as studies/fashion_mnist.toml; "
+        "a flag given here overrides the file",
+    )
     p.add_argument(
         "--trials", type=int, default=100, help="finished trials in the study (default 100)"
     )
@@ -191,19 +161,91 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-# Networks far over this per-pixel cost hold most of a search's compute and are neither
-# fast nor needed for small inputs (measured: the README's "Searching"). Over it: recorded
-# as pruned with the reason, never trained.
-FLOPS_PER_PIXEL = 128_000
+# ----------------------------------------------------------------------- study files
 
 
-def default_max_flops(given: float | None, task: Task) -> int | None:
-    """``--max-flops`` as given (0: no limit), else the per-pixel default for images."""
-    if given is not None:
-        return int(given) if given > 0 else None
-    if task.kind != "image":
-        return None
-    return FLOPS_PER_PIXEL * max(task.height * task.width, 28 * 28)
+def _with_config(
+    p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None
+) -> argparse.Namespace:
+    """``args``, or with ``--config FILE`` the command line parsed again with the file's
+    values as the defaults: the flags given override them."""
+    if args.config is None:
+        return args
+    p.set_defaults(**read_config(args.config))
+    return p.parse_args(argv)
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """A study file's values by ``argparse`` dest, each checked as its flag would be: an
+    unknown key, a key given twice or a value of the wrong type is a ``StudyError`` naming
+    the file, the key and the value."""
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except OSError as e:
+        raise StudyError(f"study file {path!r}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise StudyError(f"study file {path!r} is not valid TOML: {e}") from None
+    flags = _search_flags()
+    values: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for key, value in table.items():
+        flag = key.replace("_", "-")
+        action = flags.get(flag)
+        if action is None:
+            raise StudyError(
+                f"study file {path!r}: unknown key {key!r} (= {value!r}); a key is a long "
+                "flag of nas search --help without its dashes (not config, debug or "
+                "verbosity), such as trials, dataset or max-flops"
+            )
+        if flag in given:
+            raise StudyError(
+                f"study file {path!r}: {flag} is given twice, as {given[flag]!r} and {key!r}"
+            )
+        given[flag] = key
+        values[action.dest] = _config_value(path, key, value, action)
+    return values
+
+
+class _FlagRecorder(argparse.ArgumentParser):
+    """A parser that keeps the options it is given by long flag (without ``--``)."""
+
+    def __init__(self) -> None:
+        super().__init__(add_help=False)
+        self.flags: dict[str, argparse.Action] = {}
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.flags.update({o[2:]: action for o in action.option_strings if o.startswith("--")})
+        return action
+
+
+def _search_flags() -> dict[str, argparse.Action]:
+    """The search's own flags, which a study file may set: not --config (a file names no
+    other), nor --debug and --verbosity (they act before the file is read)."""
+    recorder = _FlagRecorder()
+    add_arguments(recorder)
+    recorder.flags.pop("config")
+    return recorder.flags
+
+
+def _config_value(path: str, key: str, value: Any, action: argparse.Action) -> Any:
+    """``value`` as its flag's parser would have it, else a ``StudyError``."""
+    if action.nargs == 0:  # a switch: --enqueue-baselines, --allow-changed-settings
+        ok, kind = isinstance(value, bool), "true or false"
+    elif action.type is int:
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif action.type is float:
+        ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+        value = float(value) if ok else value
+    else:
+        ok, kind = isinstance(value, str), "a string"
+    if not ok:
+        raise StudyError(f"study file {path!r}: {key} = {value!r} is not {kind}")
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise StudyError(f"study file {path!r}: {key} = {value!r} is not one of {choices}")
+    return value
 
 
 def _check_number(flag: str, value: float | None, *, zero: str = "") -> None:
@@ -213,14 +255,15 @@ def _check_number(flag: str, value: float | None, *, zero: str = "") -> None:
         return
     if not (math.isfinite(value) and value > 0):
         allowed = f" (or 0: {zero})" if zero else ""
-        raise ValueError(f"{flag} must be a finite number above 0{allowed}, got {value:g}")
+        raise StudyError(f"{flag} must be a finite number above 0{allowed}, got {value:g}")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """Validate everything before anything is written."""
+    """Validate everything before anything is written: a flag that cannot work is a
+    ``NasError`` (exit 2), naming the flag and the value."""
     objectives = parse_objectives(args.objectives)
     if args.trials < 1:
-        raise ValueError(f"--trials must be at least 1, got {args.trials}")
+        raise StudyError(f"--trials must be at least 1, got {args.trials}")
     _check_number("--epochs", args.epochs)
     _check_number("--timeout", args.timeout)
     _check_number("--trial-timeout", args.trial_timeout, zero="no limit")
@@ -228,17 +271,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
     _check_number("--max-params", args.max_params)
     _check_number("--max-flops", args.max_flops, zero="no limit")
     if args.latency_batch < 1:
-        raise ValueError(f"--latency-batch must be at least 1, got {args.latency_batch}")
+        raise StudyError(f"--latency-batch must be at least 1, got {args.latency_batch}")
     if args.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+        raise StudyError(f"--jobs must be at least 1, got {args.jobs}")
     if args.latency_threads < 0:
-        raise ValueError(f"--latency-threads must be 0 or more, got {args.latency_threads}")
+        raise StudyError(f"--latency-threads must be 0 or more, got {args.latency_threads}")
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        raise StudyError(f"--threads must be at least 1, got {args.threads}")
     if not 0 <= args.seed < 2**32:  # numpy's and Optuna's samplers take no other seed
-        raise ValueError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
+        raise StudyError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.study_name is not None and not args.study_name.strip():
-        raise ValueError(f"--study-name must not be empty, got {args.study_name!r}")
+        raise StudyError(f"--study-name must not be empty, got {args.study_name!r}")
     module = load_space(args.space) if args.space else None  # a typo fails before any reading
     task = task_for(
         args.dataset,
@@ -250,7 +293,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     space = args.space or default_space(task)
     check_task(module or load_space(space), task, space)
     if args.enqueue_baselines and task.kind != "image":
-        raise ValueError(
+        raise StudyError(
             f"--enqueue-baselines: the hand designs ({', '.join(BASELINES)}) are image "
             f"networks; {args.dataset!r} is a {task.kind} dataset"
         )
@@ -263,7 +306,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
     storage = args.storage or f"sqlite:///studies/{study_name}.db"
     check_storage_url(storage)
-    pruning.make_pruner(args.pruner or "pareto", multi_objective=len(objectives) > 1)
+    try:
+        make_pruner(args.pruner or "pareto", multi_objective=len(objectives) > 1)
+    except ValueError as e:  # the library's refusal, a user error here
+        raise StudyError(str(e)) from None
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     return Settings(
         trials=args.trials,
@@ -305,389 +351,14 @@ def _device(name: str, flag: str) -> str:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"{flag}: unknown device {name!r}; use cpu, cuda or cuda:N") from None
+        raise StudyError(f"{flag}: unknown device {name!r}; use cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"{flag}: unsupported device {name!r}; use cpu, cuda or cuda:N")
+        raise StudyError(f"{flag}: unsupported device {name!r}; use cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{flag} {name}: no CUDA device is available")
+        raise StudyError(f"{flag} {name}: no CUDA device is available")
     if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"{flag} {name}: there are {torch.cuda.device_count()} CUDA devices")
+        raise StudyError(f"{flag} {name}: there are {torch.cuda.device_count()} CUDA devices")
     return name
-
-
-# Sampler seeds of successive workers on a study are this far apart (a prime), so that no
-# two workers, on this machine or another, draw the same random start-up trials.
-WORKER_SEED_STRIDE = 104_729
-
-
-def comparable_settings(s: Settings) -> dict[str, Any]:
-    """The settings two trials must share for their figures to stand on one front: the
-    training budget, the limits, how latency is measured, the seed (it carves the
-    validation split) and the attention memory budget (it decides which specs are valid).
-    The study records them; :func:`nas.study.open_study` refuses a run with other ones."""
-    return {
-        "epochs": s.epochs,
-        "max_latency_ms": s.limits.max_latency_ms,
-        "max_params": s.limits.max_params,
-        "max_flops": s.limits.max_flops,
-        "latency_device": s.latency_device,
-        "latency_batch": s.latency_batch,
-        "latency_threads": s.latency_threads or s.threads,
-        "seed": s.seed,
-        "attention_budget_mb": attention_budget_bytes() / 2**20,
-    }
-
-
-def build_study(s: Settings, n_warmup_steps: int = 0, *, worker: bool = True) -> optuna.Study:
-    """Open (or create) the study for ``s``; with ``enqueue_baselines``, queue the hand
-    designs the study does not hold yet.
-
-    ``worker``: the study will sample trials, so its sampler gets a seed no other worker
-    of this study has had (``s.seed`` for the first one, so a one-worker search repeats).
-    """
-    multi = len(s.objectives) > 1
-    pruner = pruning.make_pruner(s.pruner, multi, n_warmup_steps=n_warmup_steps)
-    text = is_text_name(s.dataset)
-    # Workers starting together would race to create the tables, to count the workers and
-    # to enqueue the baselines: all three happen under the slot lock.
-    with slot_lock(s.storage, s.study_name):
-        study = open_study(
-            make_storage(s.storage),
-            s.study_name,
-            s.objectives,
-            make_sampler(s.sampler, s.seed, multi),
-            pruner,
-            space=s.space,
-            dataset=s.dataset,
-            # What a text model's vocabulary, hence its embedding, depends on: the export
-            # rebuilds vocab.json from them.
-            seed=s.seed if text else None,
-            text_column=s.text_column if text else None,
-            label_column=s.label_column if text else None,
-            settings=comparable_settings(s),
-            allow_changed_settings=s.allow_changed_settings,
-        )
-        if worker:
-            # A study made before workers were counted: one number per trial is as unique.
-            started = study.user_attrs.get("workers_started", len(study.trials))
-            started = started if type(started) is int and started >= 0 else len(study.trials)
-            study.set_user_attr("workers_started", started + 1)
-            seed = (s.seed + WORKER_SEED_STRIDE * started) % 2**32
-            study.sampler = make_sampler(s.sampler, seed, multi)
-        if s.enqueue_baselines:
-            held = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
-            for name in BASELINES:
-                if name not in held:
-                    study.enqueue_trial({}, user_attrs={"baseline": name})
-        return study
-
-
-def run_worker(
-    s: Settings, worker: int = 0, on_trial: Callable[[optuna.Study], None] | None = None
-) -> None:
-    """Run trials until the study holds ``s.trials`` finished ones (or time runs out)."""
-    torch.set_num_threads(s.threads)
-    data = load_data(
-        s.dataset,
-        device=s.device,
-        seed=s.seed,
-        data_dir=s.data_dir,
-        text_column=s.text_column,
-        label_column=s.label_column,
-    )
-    train_config = TrainConfig.for_task(
-        data.task.kind,
-        epochs=s.epochs,
-        report_every=s.epochs / 4,
-        # Rungs on 2,000 validation images, the end on all: scoring four rungs on the
-        # whole split cost more than 0.3 epochs of training on Fashion-MNIST.
-        rung_val_size=2000,
-    )
-    warmup = first_judged_step(len(data.train.y), train_config.batch_size)
-    study = build_study(s, n_warmup_steps=warmup)
-    if "mean" not in study.user_attrs:  # the export writes them into model.py
-        study.set_user_attr("mean", list(data.mean))
-        study.set_user_attr("std", list(data.std))
-    objective = Objective(
-        suggest=load_space(s.space).suggest,
-        data=data,
-        objectives=s.objectives,
-        train_config=train_config,
-        limits=s.limits,
-        latency_device=s.latency_device,
-        latency_batch=s.latency_batch,
-        latency_threads=s.latency_threads or s.threads,
-        seed=s.seed,
-        device=s.device,
-    )
-    deadline = None if s.timeout is None else time.monotonic() + s.timeout
-    while deadline is None or time.monotonic() < deadline:
-        trial = None
-        # Asked for, a trial is RUNNING before its heartbeat starts: stopped in between,
-        # it would stay RUNNING with no heartbeat to go stale, and a rerun wait on it.
-        with _signals_held() as held, slot_lock(s.storage, s.study_name):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
-            trials = study.get_trials(deepcopy=False)
-            finished, running, waiting = slot_counts(trials)
-            limit = trial_time_limit(s.trial_timeout, trials)
-            if finished < s.trials and (finished + running + waiting < s.trials or waiting):
-                with warnings.catch_warnings():
-                    # Optuna warns that heartbeats are meant for Study.optimize: this loop
-                    # runs them itself (run_trial), around its own slot lock.
-                    warnings.simplefilter("ignore", UserWarning)
-                    trial = study.ask()
-                # From here on, a stop before run_trial's heartbeat leaves a heartbeat
-                # that goes stale: a rerun fails the trial and retries it.
-                if is_heartbeat_enabled(study._storage):
-                    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
-        if held:
-            stopped = Stopped(held[0])
-            if trial is not None:
-                _requeue_interrupted(study, trial, stopped)
-            raise stopped
-        if finished >= s.trials:
-            return
-        if trial is None:  # the last slots are running elsewhere: wait for them
-            time.sleep(2)
-            continue
-        objective.lock_timeout = machine_lock_timeout(limit)
-        run_trial(study, trial, objective, limit)
-        if on_trial is not None:
-            on_trial(study)
-
-
-def trial_time_limit(given: float | None, trials: list[FrozenTrial]) -> float | None:
-    """Seconds the next trial may run: ``--trial-timeout`` (0: no limit), else the default
-    derived from the study's complete trials (see ``DEFAULT_TRIAL_TIMEOUT``)."""
-    if given is not None:
-        return given or None
-    durations = [
-        t.duration.total_seconds()
-        for t in trials
-        if t.state == TrialState.COMPLETE and t.duration is not None
-    ]
-    if len(durations) < TIMEOUT_HISTORY:
-        return DEFAULT_TRIAL_TIMEOUT
-    return max(MIN_TRIAL_TIMEOUT, TIMEOUT_FACTOR * statistics.median(durations))
-
-
-def run_trial(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    objective: Objective,
-    limit: float | None = None,
-) -> None:
-    """Run one trial and tell the study; failures (its time limit too) are recorded, never
-    raised."""
-    try:
-        _run_and_tell(study, trial, objective, limit)
-    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # ValueError: tell's
-        if not study._storage.get_trial(trial._trial_id).state.is_finished():
-            raise
-        # Taken for dead (paused past the heartbeat grace) and already failed and queued
-        # again by another worker: the retry's result is the one that counts.
-        warnings.warn(
-            f"trial {trial.number} was failed as stale while it ran (paused longer than "
-            "the heartbeat grace?); its retry trains it again, this result is dropped",
-            stacklevel=2,
-        )
-
-
-def _run_and_tell(
-    study: optuna.Study, trial: optuna.Trial, objective: Objective, limit: float | None
-) -> None:
-    try:  # around the heartbeat too: a stop while it starts still marks the trial
-        with _heartbeat(study, trial), time_limit(limit):
-            values = objective(trial)
-    except optuna.TrialPruned:
-        study.tell(trial, state=TrialState.PRUNED)
-    except KeyboardInterrupt as e:
-        _requeue_interrupted(study, trial, e)
-        raise
-    except optuna.exceptions.UpdateFinishedTrialError:
-        raise
-    except Exception as e:  # recorded with its reason; the study goes on
-        if trial.user_attrs.get("reason") is None:
-            trial.set_user_attr("reason", f"{e.__class__.__name__}: {e}")
-        study.tell(trial, state=TrialState.FAIL)
-    else:
-        study.tell(trial, values)
-
-
-@contextlib.contextmanager
-def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Record the trial's heartbeat every interval while the block runs.
-
-    Optuna's own heartbeat thread (optuna/storages/_heartbeat.py, HeartbeatThread) ends
-    at its first failed write ("database is locked", a dropped connection), after which
-    the live trial goes stale and is failed; this one warns and beats again.
-    """
-    storage = study._storage
-    if not is_heartbeat_enabled(storage):
-        yield
-        return
-    assert isinstance(storage, BaseHeartbeat)
-    interval = storage.get_heartbeat_interval() or HEARTBEAT_SECONDS
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            try:
-                storage.record_heartbeat(trial._trial_id)
-            except Exception as e:  # the next beat may get through; the grace allows it
-                warnings.warn(f"heartbeat of trial {trial.number} not recorded: {e}", stacklevel=1)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial, stop: KeyboardInterrupt) -> None:
-    # A Stopped names its signal; a bare KeyboardInterrupt is Python's own Ctrl-C.
-    trial.set_user_attr("reason", f"interrupted ({str(stop) or 'SIGINT'}); queued again")
-    requeue(study, study.tell(trial, state=TrialState.FAIL))
-
-
-def _worker_main(s: Settings, worker: int, errors: multiprocessing.SimpleQueue[str]) -> None:
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    _stop_on_signals()
-    try:
-        run_worker(s, worker)
-    except KeyboardInterrupt:  # the parent reports the interruption
-        pass
-    except Exception as e:  # the parent prints the first worker's error and exits 1
-        errors.put(f"worker {worker}: {e.__class__.__name__}: {e}")
-        sys.exit(1)
-
-
-def _stop_on_signals() -> dict[int, Any]:
-    """Make SIGTERM stop this process as Ctrl-C does, and either signal do it only once.
-
-    The first SIGINT or SIGTERM raises ``KeyboardInterrupt``, which marks the running
-    trial and queues it again; later ones are ignored, so a second Ctrl-C or a scheduler's
-    repeated SIGTERM cannot cut that bookkeeping short. SIGINT stays ignored where it was
-    (a shell's background job). Returns the handlers it replaced.
-    """
-
-    def stop(signum: int, frame: object) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        if _held is not None:
-            _held.append(signum)
-        else:
-            raise Stopped(signum)
-
-    previous: dict[int, Any] = {
-        sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    signal.signal(signal.SIGTERM, stop)
-    if previous[signal.SIGINT] is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, stop)
-    return previous
-
-
-# While a worker asks for a trial, the stop signal it receives (set by _signals_held).
-_held: list[int] | None = None
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[list[int]]:
-    """Hold back the stop that ``_stop_on_signals`` raises until this block has ended:
-    the list it yields then holds the signal, for the caller to stop on."""
-    global _held
-    _held = []
-    try:
-        yield _held
-    finally:
-        _held = None
-
-
-class Stopped(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM, with the signal: the exit status is 128 + it, as shells report."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _stop_workers(procs: list[multiprocessing.process.BaseProcess]) -> None:
-    """After the parent was stopped: stop its workers too, each marking and re-queueing
-    its trial. Ctrl-C reached them already (it signals the whole process group) and they
-    ignore this second signal; ``kill PID`` reached only the parent.
-    """
-    for proc in procs:
-        if proc.is_alive() and proc.pid is not None:
-            os.kill(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        proc.join(60)
-        if proc.is_alive():  # stuck: its trial is failed by the heartbeat and retried
-            proc.kill()
-
-
-# ------------------------------------------------------------------------ reporting
-
-
-class Progress:
-    """Trials done of total, pruned/failed counts, best accuracy, front size, ETA.
-
-    On a terminal a tqdm bar; otherwise (a log file, ``nohup``, CI) one line per change,
-    since a bar redrawn every few seconds fills a log with carriage returns.
-    """
-
-    def __init__(self, study: optuna.Study, total: int) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=total, unit="trial", dynamic_ncols=True, file=sys.stderr, disable=None
-        )
-        self.total = total
-        self.last = ""
-        self.started = time.monotonic()
-        self.first = finished_count(study)
-        self.update(study)
-
-    def update(self, study: optuna.Study) -> None:
-        c = counts(study)
-        done = min(finished_count(study), self.total)
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        best = max((t.values[0] for t in complete), default=math.nan)
-        size = len(front(study)) if complete else 0
-        if not self.bar.disable:
-            self.bar.n = done
-            self.bar.set_postfix(
-                pruned=c["pruned"], failed=c["fail"], best=f"{best:.4f}", front=size, refresh=False
-            )
-            self.bar.refresh()
-            return
-        line = (
-            f"{done}/{self.total} trials ({c['pruned']} pruned, {c['fail']} failed), "
-            f"best accuracy {best:.4f}, front {size}"
-        )
-        if line == self.last:
-            return
-        self.last = line
-        elapsed = time.monotonic() - self.started
-        if done > self.first:
-            left = elapsed / (done - self.first) * (self.total - done)
-            line += f", {_clock(elapsed)} elapsed, about {_clock(left)} left"
-        print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -711,34 +382,19 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"limits (over them: pruned, not trained): {shown}", file=sys.stderr)
     progress = Progress(study, s.trials)
+    stops = StopSignals()
     # Signal handlers can only be set from the main thread (main() may run in another).
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = _stop_on_signals() if in_main_thread else {}
-    procs: list[multiprocessing.process.BaseProcess] = []
+    if threading.current_thread() is threading.main_thread():
+        stops.install()
     try:
-        if s.jobs == 1:
-            run_worker(s, 0, on_trial=progress.update)
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            errors: multiprocessing.SimpleQueue[str] = ctx.SimpleQueue()
-            procs = [ctx.Process(target=_worker_main, args=(s, w, errors)) for w in range(s.jobs)]
-            for proc in procs:
-                proc.start()
-            while any(proc.is_alive() for proc in procs):
-                time.sleep(2)
-                progress.update(study)
-            failed = [(w, p.exitcode) for w, p in enumerate(procs) if p.exitcode]
-            if failed:
-                progress.close()
-                first = errors.get() if not errors.empty() else None
-                worker, code = failed[0]
-                died = f"killed by {signal.Signals(-code).name}" if code < 0 else f"status {code}"
-                print(f"error: {first or f'worker {worker}: exited with {died}'}", file=sys.stderr)
-                if len(failed) > 1:
-                    print(f"({len(failed)} of {s.jobs} workers failed)", file=sys.stderr)
-                return 1
+        failed = run_workers(s, study, progress.update, stops)
+        if failed is not None:
+            progress.close()
+            print(f"error: {failed.message}", file=sys.stderr)
+            if failed.count > 1:
+                print(f"({failed.count} of {s.jobs} workers failed)", file=sys.stderr)
+            return 1
     except KeyboardInterrupt as e:
-        _stop_workers(procs)
         progress.close()
         print(
             "\ninterrupted: the running trial is queued again; rerun the same command to continue",
@@ -749,9 +405,7 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
         raise
     finally:
-        for sig, handler in previous.items():
-            if handler is not None:  # None: set outside Python, cannot be put back
-                signal.signal(sig, handler)
+        stops.restore()
     progress.update(study)
     progress.close()
     c = counts(study)
@@ -770,8 +424,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return command.main("search", __doc__, add_arguments, run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    p = _parser()
+    first = p.parse_args(argv)
+    # The study file is read inside command.run, so an error in it is one line and exit 2.
+    return command.run(lambda args: run(_with_config(p, args, argv)), first)

@@ -1,0 +1,88 @@
+"""A search's settings and their defaults: what ``python -m nas.search`` validates its
+flags into (:mod:`nas.search.cli`), and what the runner (:mod:`nas.search._runner`) and the
+benchmarks run on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nas.model import Task, TaskKind, attention_budget_bytes
+from nas.search._objective import Limits
+
+# Per-trial budget by task kind: brief enough for a 100-trial search within the hour on a
+# 2-core CPU, long enough to rank networks (times per CPU: the README's "Searching").
+DEFAULT_EPOCHS: dict[TaskKind, float] = {"image": 0.3, "text": 2.0}
+BASELINES = ("seed_cnn", "resnet")
+
+# --trial-timeout's default: generous while the study knows few trial durations, then a
+# multiple of their median, so that a trial stuck for many times the usual is ended.
+DEFAULT_TRIAL_TIMEOUT = 3600.0
+MIN_TRIAL_TIMEOUT = 600.0
+TIMEOUT_FACTOR = 10.0
+TIMEOUT_HISTORY = 3
+
+# Networks far over this per-pixel cost hold most of a search's compute and are neither
+# fast nor needed for small inputs (measured: the README's "Searching"). Over it: recorded
+# as pruned with the reason, never trained.
+FLOPS_PER_PIXEL = 128_000
+
+# Sampler seeds of successive workers on a study are this far apart (a prime), so that no
+# two workers, on this machine or another, draw the same random start-up trials.
+WORKER_SEED_STRIDE = 104_729
+
+
+@dataclass
+class Settings:
+    trials: int
+    timeout: float | None
+    space: str
+    dataset: str
+    data_dir: str | None
+    epochs: float
+    storage: str
+    study_name: str
+    objectives: tuple[str, ...]
+    limits: Limits
+    latency_device: str
+    latency_batch: int
+    latency_threads: int
+    sampler: str
+    pruner: str
+    seed: int
+    jobs: int
+    device: str
+    enqueue_baselines: bool
+    threads: int = 0
+    text_column: str = "text"
+    label_column: str = "label"
+    trial_timeout: float | None = None  # None: derived from the study (trial_time_limit)
+    allow_changed_settings: bool = False
+
+
+def default_max_flops(given: float | None, task: Task) -> int | None:
+    """``--max-flops`` as given (0: no limit), else the per-pixel default for images."""
+    if given is not None:
+        return int(given) if given > 0 else None
+    if task.kind != "image":
+        return None
+    return FLOPS_PER_PIXEL * max(task.height * task.width, 28 * 28)
+
+
+def comparable_settings(s: Settings) -> dict[str, Any]:
+    """The settings two trials must share for their figures to stand on one front: the
+    training budget, the limits, how latency is measured, the seed (it carves the
+    validation split) and the attention memory budget (it decides which specs are valid).
+    The study records them; :func:`nas.search._storage.open_study` refuses a run with other
+    ones."""
+    return {
+        "epochs": s.epochs,
+        "max_latency_ms": s.limits.max_latency_ms,
+        "max_params": s.limits.max_params,
+        "max_flops": s.limits.max_flops,
+        "latency_device": s.latency_device,
+        "latency_batch": s.latency_batch,
+        "latency_threads": s.latency_threads or s.threads,
+        "seed": s.seed,
+        "attention_budget_mb": attention_budget_bytes() / 2**20,
+    }
