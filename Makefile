@@ -28,7 +28,7 @@ search: setup
 	$(BIN)/python -m nas.search $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest --durations=20 $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

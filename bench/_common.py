@@ -1,8 +1,8 @@
 """Shared helpers of bench/pruning.py and bench/search.py: run real searches, score them.
 
 A search here is what ``python -m nas.search`` runs — the same ``Objective`` (latency
-measured before training, rungs reported through ``nas.pruning``), the same ``run_trial``,
-the same samplers (``nas.study.make_sampler``) and a real Optuna study in a SQLite file
+measured before training, rungs reported through ``nas.search._pruning``), the same ``run_trial``,
+the same samplers (``nas.search.make_sampler``) and a real Optuna study in a SQLite file
 under ``bench/out/`` — driven by a small in-process loop so that a benchmark can
 
 - pass a pruner object (``ParetoPruner(eta, min_peers, n_warmup_steps)``; the CLI only
@@ -169,7 +169,7 @@ def bench_pruner_name(pruner: optuna.pruners.BasePruner) -> str:
 
 
 def first_judged(data: Data) -> int:
-    """The search's ``n_warmup_steps`` for this data (``nas.objective.first_judged_step``)."""
+    """The search's ``n_warmup_steps`` for this data (``nas.search.first_judged_step``)."""
     return first_judged_step(len(data.train.y), TrainConfig().batch_size)
 
 

@@ -4,7 +4,7 @@
 
 Runs ``python -m nas.search --space seed_cnn`` on Fashion-MNIST with ``--jobs 1``, then
 with ``--jobs 2``: every trial is the same architecture, so every latency measured should
-be the same. Measurements take the machine exclusively (``nas.study.measurement_lock``)
+be the same. Measurements take the machine exclusively (``nas.search.measurement_lock``)
 while the other worker's training holds it shared, so a latency is never measured while
 the other worker trains. The one-worker run is the reference: what is left of the spread
 there is the machine's own noise. Prints each trial's median and IQR, the spread of the

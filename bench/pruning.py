@@ -18,7 +18,7 @@ search's default limits (over the FLOPs cap: recorded, never trained), each in i
 SQLite study under ``bench/out/``: ``--trials`` trials of ``--epochs`` epochs each (rungs
 every quarter), scored on the first ``--val-size`` validation images, once with no pruner
 and once with ``ParetoPruner(--eta, --min-peers, --warmup)``, by default the search's
-pruner with the search's warm-up (``nas.objective.first_judged_step``: no judgement in
+pruner with the search's warm-up (``nas.search.first_judged_step``: no judgement in
 the first 32 optimiser steps, where ranks are still noise).
 
 Why 0.3 epochs: rungs must rank for pruning to pay. Rank correlation of a rung's accuracy

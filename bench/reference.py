@@ -19,7 +19,7 @@ end as the budget runs out, so the number of epochs follows the machine's speed.
 shared machine that speed, and hence the accuracy, drops when neighbours are busy; the
 load average before and after each run is printed so a reader can judge.
 
-The attention CNN (``ATTENTION_SPEC`` below, written with ``nas.spec``): stem 16, three
+The attention CNN (``ATTENTION_SPEC`` below, written with ``nas.model``): stem 16, three
 plain stages 32-64-128 with max-pooling, 2-head softmax self-attention with a relative
 position bias on the 7×7 stage, global average+max pooling (``avgmax``: 85.6% vs 83.3%
 for ``avg`` after two epochs of 10k images), a linear classifier.
@@ -48,7 +48,7 @@ from nas.train import (
     train,
 )
 
-# Written with nas.spec rather than replayed from the attention_cnn space: the space is
+# Written with nas.model rather than replayed from the attention_cnn space: the space is
 # still changing (its width list no longer has 128), and a reference must not move with it.
 ATTENTION_SPEC = ArchSpec(
     input=InputSpec(1, 28, 28),

@@ -11,7 +11,7 @@ file is an error, not an empty dashboard. A ``--host`` beyond loopback gets a wa
 first: optuna-dashboard has no login, and its API can modify and delete studies.
 
 Every trial carries a Markdown note (optuna-dashboard's note API, shown on the trial's
-page; written by the search, see :mod:`nas.notes`), so a dashboard opened during a
+page; written by the search, see :mod:`nas.search._notes`), so a dashboard opened during a
 search shows the structure as a table rather than the ``arch`` attr's JSON.
 """
 

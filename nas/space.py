@@ -4,7 +4,7 @@ python -m nas.space attention_cnn --describe
 python -m nas.space attention_cnn --sample 5 --seed 0
 python -m nas.space my_space.py --sample 200 --seed 0 --json
 
-Spaces are found and loaded by :mod:`nas.spaces`.
+Spaces are found and loaded by :mod:`nas.search._spaces`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 valid spec, so no space needs a rejection loop.
 
 The map rules take a feature map's ``height, width`` or a sequence's ``length`` (a text
-network's map, see ``nas.spec``): ``*shape`` is either.
+network's map, see ``nas.model``): ``*shape`` is either.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def after_downsample(op: str, *shape: int) -> tuple[int, ...]:
 
 
 def _height_width(shape: tuple[int, ...]) -> tuple[int, int]:
-    # A sequence of L positions is a 1×L map to the memory arithmetic of nas.spec.
+    # A sequence of L positions is a 1×L map to the memory arithmetic of nas.model.
     return (1, shape[0]) if len(shape) == 1 else (shape[0], shape[1])
 
 

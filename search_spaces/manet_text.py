@@ -3,7 +3,7 @@
     token ids → embedding → 1–3 stages of 1-D conv blocks, each with an attention slot
               → global pool → fully-connected head (relu | sigmoid | tanh) → logits
 
-A sequence of L tokens is a 1×L map (``nas.spec``), so the attention family is the one
+A sequence of L tokens is a 1×L map (``nas.model``), so the attention family is the one
 the image spaces use: softmax, sigmoid, sigmoid_norm, MANet's convolutional (Q/K/V from
 k-wide convs) and pooling (keys/values from an s-wide pooled sequence) self-attention.
 
@@ -35,7 +35,7 @@ import optuna
 from nas.model import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec, Task
 from search_spaces._common import after_downsample, downsample_rule, fit_attention
 
-# nas.spaces reads these: the task kinds this space builds networks for, and the task
+# nas.search._spaces reads these: the task kinds this space builds networks for, and the task
 # `python -m nas.space manet_text` describes and samples it on (AG News' shape).
 TASK_KINDS = ("text",)
 EXAMPLE_TASK = Task("ag_news", "text", 1, 1, 1, classes=4, length=64, vocab_size=20_000)

@@ -262,7 +262,7 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 '''
 
-# Tokenises exactly like nas.data.Vocabulary (tests/test_export.py checks it on a real
+# Tokenises exactly like nas.data.Vocabulary (tests/export/test_export.py checks it on a real
 # export): lower-cased words by WORD_PATTERN, or UTF-8 bytes; unknown words are OOV_ID.
 ENCODE = '''
 @functools.lru_cache(maxsize=4)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from nas.model import layers
 
-# Registry name → the code that makes it. tests/test_codegen.py checks these cover every
+# Registry name → the code that makes it. tests/export/test_codegen.py checks these cover every
 # registered name, so a new op cannot be added without teaching the exporter about it.
 ACTIVATION_CODE = {
     "relu": "nn.ReLU",

@@ -1,7 +1,7 @@
 """ArchSpec: one network's structure, the single source of truth.
 
 A tree of frozen dataclasses holding only primitives, tuples and op names (keys into
-the registries of :mod:`nas.layers`, never callables). An :class:`ArchSpec` validates
+the registries of :mod:`nas.model.layers`, never callables). An :class:`ArchSpec` validates
 the whole tree when it is constructed and raises :class:`ArchSpecError` naming the
 path and the offending value. It round-trips through JSON with a ``schema_version``;
 :func:`ArchSpec.from_dict` rejects unknown keys, wrong types, unknown op names and

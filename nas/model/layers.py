@@ -323,7 +323,7 @@ class ChannelAttention(nn.Module):
 
 
 class AttentionArgs(Protocol):
-    """What an attention factory reads (``nas.spec.AttentionSpec`` has these fields)."""
+    """What an attention factory reads (``nas.model.AttentionSpec`` has these fields)."""
 
     @property
     def op(self) -> str: ...

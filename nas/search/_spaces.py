@@ -108,5 +108,5 @@ def example_task(module: ModuleType) -> Task:
     """The task to describe and sample a space on: its ``EXAMPLE_TASK``, else Fashion-MNIST."""
     task = getattr(module, "EXAMPLE_TASK", FASHION_MNIST)
     if not isinstance(task, Task):
-        raise SpaceError(f"EXAMPLE_TASK of space {module.__name__!r} must be a nas.task.Task")
+        raise SpaceError(f"EXAMPLE_TASK of space {module.__name__!r} must be a nas.model.Task")
     return task

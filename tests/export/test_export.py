@@ -371,7 +371,7 @@ def test_a_space_file_named_by_the_study_is_never_imported(
     # A space file the search was given: replayed only through the file the user names.
     mine = tmp_path / "my_spaces" / "attention_cnn.py"
     mine.parent.mkdir()
-    shutil.copy(Path(__file__).parents[1] / "search_spaces" / "attention_cnn.py", mine)
+    shutil.copy(Path(__file__).parents[2] / "search_spaces" / "attention_cnn.py", mine)
     set_study_attr(ref, "space", "my_spaces/attention_cnn.py")  # as the search stores it
     assert "--space PATH" in refused(ref, out, capsys, "--trial", str(number))
     err = refused(ref, out, capsys, "--trial", str(number), "--space", str(evil))

@@ -1,5 +1,5 @@
 """A real PostgreSQL server on loopback: 3 worker processes on one study, and the slot
-lock's bound naming its holder. ``postgres_server`` also serves tests/test_storages.py."""
+lock's bound naming its holder. ``postgres_server`` also serves tests/search/test_faults.py."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import optuna
 import pytest
 
 from nas.search import finished_count, make_storage, slot_lock
-from tests.test_study import held, timeout_message
+from tests.search.test_storage import held, timeout_message
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
 
 

@@ -27,7 +27,7 @@ from nas.search import (
     training_lock,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 # A process that takes one of the search's locks (nas.search._locks), says so, and holds it

@@ -32,7 +32,7 @@ from nas.search._runner import Stopped, StopSignals
 from nas.search.cli import parse_args, settings_from
 from nas.train import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def search(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -162,7 +162,7 @@ def start_and_stop_mid_trial(
     return args, proc.wait(timeout=120), proc.pid
 
 
-# kill -9 then a rerun, on every accepted storage: tests/test_storages.py.
+# kill -9 then a rerun, on every accepted storage: tests/search/test_faults.py.
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 @pytest.mark.slow  # a real search in a subprocess
 def test_stopped_mid_trial_then_rerun_finishes_without_loss(tmp_path: Path, sig: int) -> None:
@@ -280,7 +280,7 @@ def test_locks_make_a_missing_lock_folder(tmp_path: Path, monkeypatch: pytest.Mo
         (("--storage", "notaurl"), "malformed storage URL 'notaurl'"),
         (("--threads", "0"), "--threads must be at least 1, got 0"),
         (("--storage", "postgresql://"), "storage"),
-        # Storages whose promises a search cannot keep (tests/test_study.py).
+        # Storages whose promises a search cannot keep (tests/search/test_storage.py).
         (("--storage", "journal:x.log"), "no heartbeat"),
         (("--storage", "mysql://me@dbhost/nas"), "no lock across machines"),
         (("--storage", "mysql+pymysql://me@dbhost/nas"), "no lock across machines"),

@@ -1,4 +1,4 @@
-"""nas.pruning on real Optuna studies (in memory and SQLite): reporting and pruning in
+"""nas.search._pruning on real Optuna studies (in memory and SQLite): reporting and pruning in
 multi-objective studies, the Pareto rule, delegation in single-objective ones."""
 
 from __future__ import annotations
