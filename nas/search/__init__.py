@@ -21,7 +21,14 @@ from nas.search._pruning import (
     report,
     should_prune,
 )
-from nas.search._results import counts, front, front_table, hypervolume, pareto
+from nas.search._results import (
+    counts,
+    front,
+    front_table,
+    hypervolume,
+    longest_share,
+    pareto,
+)
 from nas.search._runner import build_study, run_trial, run_worker
 from nas.search._settings import BASELINES, DEFAULT_EPOCHS, Settings, default_max_flops
 from nas.search._spaces import (
@@ -81,6 +88,7 @@ __all__ = [
     "load_builtin_space",
     "load_existing_study",
     "load_space",
+    "longest_share",
     "make_pruner",
     "make_sampler",
     "make_storage",

@@ -48,6 +48,14 @@ class TrialFailed(Exception):
 
 
 @dataclass(frozen=True)
+class CostLimit:
+    """Seconds of training a candidate may cost, and where that figure comes from."""
+
+    seconds: float
+    source: str
+
+
+@dataclass(frozen=True)
 class Limits:
     max_latency_ms: float | None = None
     max_params: int | None = None
@@ -75,6 +83,9 @@ class Objective:
     # The bound of a wait for this machine's locks; the runner sets it from the trial's
     # time limit (nas.search._locks.machine_lock_timeout).
     lock_timeout: float | None = MACHINE_LOCK_TIMEOUT
+    # The training cost a candidate may have, estimated from its first steps; the runner
+    # sets it for each trial (nas.search._runner.cost_limit).
+    cost_limit: CostLimit | None = None
 
     def __post_init__(self) -> None:
         self._fingerprint = fingerprint()
@@ -146,9 +157,20 @@ class Objective:
             if not final and pruning.should_prune(trial):
                 raise optuna.TrialPruned(f"pruned at epoch {epoch:.2f}: accuracy {accuracy:.4f}")
 
+        def estimate(seconds: float) -> None:
+            trial.set_user_attr("train_estimate_s", seconds)
+            limit = self.cost_limit
+            if limit is not None and seconds > limit.seconds:
+                raise optuna.TrialPruned(
+                    f"over budget, not trained: training estimated at {seconds:.4g} s from "
+                    f"its first steps, over {limit.seconds:.4g} s ({limit.source})"
+                )
+
         model.to(self.device)
         with uncounted(training_lock(self.lock_timeout)):
-            result = train(model, self.data, config, report=report, device=self.device)
+            result = train(
+                model, self.data, config, report=report, device=self.device, estimate=estimate
+            )
         trial.set_user_attr("epochs_done", result.epochs_done)
         trial.set_user_attr("images_per_second", result.images_per_second)
         trial.set_user_attr("train_seconds", result.train_seconds)

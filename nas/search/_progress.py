@@ -1,16 +1,22 @@
-"""A search's progress while it runs: a bar on a terminal, one line per change elsewhere."""
+"""A search's progress while it runs: a bar on a terminal, one line per change elsewhere;
+and what the running trials are doing (latency, epoch, last rung, time to go), a second
+line on a terminal, a status line per change elsewhere.
+"""
 
 from __future__ import annotations
 
+import datetime
 import math
 import sys
+import threading
 import time
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from nas.search._results import counts, front
 from nas.search._storage import finished_count
+from nas.stored import figure, number
 
 
 class Progress:
@@ -26,13 +32,33 @@ class Progress:
         self.bar = tqdm(
             total=total, unit="trial", dynamic_ncols=True, file=sys.stderr, disable=None
         )
+        self.status = tqdm(bar_format="{desc}", position=1, file=sys.stderr, disable=None)
         self.total = total
         self.last = ""
+        self.last_status = ""
+        self.lock = threading.Lock()
         self.started = time.monotonic()
         self.first = finished_count(study)
         self.update(study)
 
     def update(self, study: optuna.Study) -> None:
+        with self.lock:  # called from a polling thread and after each trial
+            self._update(study)
+
+    def _update(self, study: optuna.Study) -> None:
+        self._update_counts(study)
+        phrases = running_phrases(study)
+        status = "; ".join(what + to_go for what, to_go in phrases)
+        if not self.status.disable:
+            self.status.set_description_str(status)
+            return
+        # Off a terminal, a line when a trial gets further, not at each tick of its clock.
+        what = "; ".join(what for what, _ in phrases)
+        if what and what != self.last_status:
+            print(status, file=sys.stderr, flush=True)
+        self.last_status = what
+
+    def _update_counts(self, study: optuna.Study) -> None:
         c = counts(study)
         done = min(finished_count(study), self.total)
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -59,7 +85,45 @@ class Progress:
         print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        self.status.close()
         self.bar.close()
+
+
+def running_status(study: optuna.Study) -> list[str]:
+    """One phrase per running trial: its latency, the epoch its training reached of the
+    study's budget, its last rung's accuracy, and the time its training is estimated to
+    take still. Stored values are shown only when they are finite numbers."""
+    return [what + to_go for what, to_go in running_phrases(study)]
+
+
+def running_phrases(study: optuna.Study) -> list[tuple[str, str]]:
+    """:func:`running_status`'s phrases, each as (what the trial did, its time to go)."""
+    budget = number(study.user_attrs.get("epochs"))
+    now = datetime.datetime.now()
+    return [
+        _phrase(t, budget, now)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    ]
+
+
+def _phrase(t: FrozenTrial, budget: float | int | None, now: datetime.datetime) -> tuple[str, str]:
+    a = t.user_attrs
+    parts = [f"trial {t.number}"]
+    if number(a.get("latency_ms")) is not None:
+        parts.append(f"{figure(a['latency_ms'], '.2f')} ms")
+    done = number(a.get("epochs_done"))
+    if done is not None:
+        parts.append(f"epoch {done:.2f}" + (f" of {budget:g}" if budget is not None else ""))
+    if t.intermediate_values:
+        last = t.intermediate_values[max(t.intermediate_values)]
+        parts.append(f"rung accuracy {figure(last, '.4f')}")
+    estimate = number(a.get("train_estimate_s"))
+    if estimate is not None and t.datetime_start is not None:
+        left = estimate - (now - t.datetime_start).total_seconds()
+        return ", ".join(parts), f", about {_clock(max(left, 0.0))} to go"
+    if len(parts) == 1:
+        parts.append("measuring")
+    return ", ".join(parts), ""
 
 
 def _clock(seconds: float) -> str:

@@ -68,3 +68,18 @@ def hypervolume(points: list[tuple[float, float]], ref_latency: float) -> float:
             area += (ref_latency - lat) * (acc - best)
             best = acc
     return area
+
+
+def longest_share(study: optuna.Study) -> tuple[int, float, float] | None:
+    """The finished trial that took longest: its number, seconds, and share of the time all
+    finished trials took (how evenly the search spent its compute); None before one."""
+    durations = [
+        (t.duration.total_seconds(), t.number)
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and t.duration is not None
+    ]
+    total = sum(seconds for seconds, _ in durations)
+    if not durations or total <= 0:
+        return None
+    seconds, number = max(durations)
+    return number, seconds, seconds / total

@@ -16,6 +16,7 @@ import os
 import signal
 import statistics
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,11 +29,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.data import is_text_name, load_data
 from nas.search._locks import machine_lock_timeout, slot_lock
-from nas.search._objective import Objective, first_judged_step
+from nas.search._objective import CostLimit, Objective, first_judged_step
 from nas.search._optuna import fail_stale_trials, heartbeat, record_heartbeat, stored_trial
 from nas.search._pruning import make_pruner
 from nas.search._settings import (
     BASELINES,
+    COST_FACTOR,
+    COST_HISTORY,
     DEFAULT_TRIAL_TIMEOUT,
     MIN_TRIAL_TIMEOUT,
     TIMEOUT_FACTOR,
@@ -44,6 +47,7 @@ from nas.search._settings import (
 from nas.search._spaces import load_space
 from nas.search._storage import make_sampler, make_storage, open_study, requeue, slot_counts
 from nas.search._timelimit import time_limit
+from nas.stored import number
 from nas.train import TrainConfig
 
 
@@ -167,6 +171,7 @@ def run_worker(
             time.sleep(2)
             continue
         objective.lock_timeout = machine_lock_timeout(limit)
+        objective.cost_limit = cost_limit(s.max_train_seconds, trials)
         run_trial(study, trial, objective, limit)
         if on_trial is not None:
             on_trial(study)
@@ -185,6 +190,26 @@ def trial_time_limit(given: float | None, trials: list[FrozenTrial]) -> float | 
     if len(durations) < TIMEOUT_HISTORY:
         return DEFAULT_TRIAL_TIMEOUT
     return max(MIN_TRIAL_TIMEOUT, TIMEOUT_FACTOR * statistics.median(durations))
+
+
+def cost_limit(given: float | None, trials: list[FrozenTrial]) -> CostLimit | None:
+    """The training cost the next trial may have: ``--max-train-seconds`` (0: none), else
+    ``COST_FACTOR`` times the median training time of the study's complete trials, once it
+    has ``COST_HISTORY`` (before that, only the trial's time limit bounds it)."""
+    if given is not None:
+        return CostLimit(given, "--max-train-seconds") if given else None
+    spent = [
+        number(t.user_attrs.get("train_seconds")) for t in trials if t.state == TrialState.COMPLETE
+    ]
+    seconds = [float(x) for x in spent if x is not None and x > 0]
+    if len(seconds) < COST_HISTORY:
+        return None
+    median = statistics.median(seconds)
+    return CostLimit(
+        COST_FACTOR * median,
+        f"{COST_FACTOR:g}x the median training time of the study's {len(seconds)} complete "
+        f"trials, {median:.1f} s; --max-train-seconds sets it",
+    )
 
 
 def run_trial(
@@ -308,6 +333,9 @@ class WorkersFailed:
     count: int
 
 
+POLL_PROGRESS_SECONDS = 2.0
+
+
 def run_workers(
     s: Settings,
     study: optuna.Study,
@@ -322,7 +350,22 @@ def run_workers(
     re-queueing its trial, then goes on up.
     """
     if s.jobs == 1:
-        run_worker(s, 0, on_trial=on_progress, stops=stops)
+        # The running trial's progress too (its rungs are in the study), every few
+        # seconds, from a thread: the trial trains in this one.
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(POLL_PROGRESS_SECONDS):
+                with contextlib.suppress(Exception):  # a locked database: the next poll
+                    on_progress(study)
+
+        poller = threading.Thread(target=poll, name="progress", daemon=True)
+        poller.start()
+        try:
+            run_worker(s, 0, on_trial=on_progress, stops=stops)
+        finally:
+            done.set()
+            poller.join()
         return None
     ctx = multiprocessing.get_context("spawn")
     errors: multiprocessing.SimpleQueue[str] = ctx.SimpleQueue()
@@ -333,7 +376,7 @@ def run_workers(
         for proc in procs:
             proc.start()
         while any(proc.is_alive() for proc in procs):
-            time.sleep(2)
+            time.sleep(POLL_PROGRESS_SECONDS)
             on_progress(study)
     except KeyboardInterrupt:
         _stop_workers(procs)

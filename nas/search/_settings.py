@@ -22,6 +22,12 @@ MIN_TRIAL_TIMEOUT = 600.0
 TIMEOUT_FACTOR = 10.0
 TIMEOUT_HISTORY = 3
 
+# --max-train-seconds' default: once the study has this many complete trials, a candidate
+# whose training is estimated (from its first steps) at over this multiple of their median
+# is recorded as pruned, not trained: one slow network must not hold the search's compute.
+COST_FACTOR = 5.0
+COST_HISTORY = 3
+
 # Networks far over this per-pixel cost hold most of a search's compute and are neither
 # fast nor needed for small inputs (measured: the README's "Searching"). Over it: recorded
 # as pruned with the reason, never trained.
@@ -57,6 +63,7 @@ class Settings:
     text_column: str = "text"
     label_column: str = "label"
     trial_timeout: float | None = None  # None: derived from the study (trial_time_limit)
+    max_train_seconds: float | None = None  # None: derived from the study (cost_limit)
     allow_changed_settings: bool = False
 
 
@@ -80,6 +87,7 @@ def comparable_settings(s: Settings) -> dict[str, Any]:
         "max_latency_ms": s.limits.max_latency_ms,
         "max_params": s.limits.max_params,
         "max_flops": s.limits.max_flops,
+        "max_train_seconds": s.max_train_seconds,
         "latency_device": s.latency_device,
         "latency_batch": s.latency_batch,
         "latency_threads": s.latency_threads or s.threads,

@@ -312,6 +312,10 @@ def open_study(
                 f"study {study_name!r} was created with --{key.replace('_', '-')} {stored}, "
                 f"got {value}; use another --study-name"
             )
+    if study.metric_names is None:  # the dashboard and the optuna CLI name the values
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(objectives))
     _check_settings(study, dict(settings or {}), allow_changed_settings)
     return study
 

@@ -31,10 +31,12 @@ from nas.data import DATASETS, task_for
 from nas.search._objective import Limits
 from nas.search._progress import Progress
 from nas.search._pruning import make_pruner
-from nas.search._results import counts, front_table
+from nas.search._results import counts, front_table, longest_share
 from nas.search._runner import StopSignals, build_study, run_workers
 from nas.search._settings import (
     BASELINES,
+    COST_FACTOR,
+    COST_HISTORY,
     DEFAULT_EPOCHS,
     DEFAULT_TRIAL_TIMEOUT,
     MIN_TRIAL_TIMEOUT,
@@ -111,6 +113,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="hard FLOP budget per example (default for images: 100M up to 28×28 inputs, "
         "128k per input pixel above, so that a brief search stays brief; 0: none)",
+    )
+    p.add_argument(
+        "--max-train-seconds",
+        type=float,
+        help="training cost a candidate may have, estimated from its first steps (over it: "
+        f"pruned, not trained; default: {COST_FACTOR:g}x the median training time of the "
+        f"study's complete trials once it has {COST_HISTORY}; 0: none)",
     )
     p.add_argument(
         "--latency-device", default=None, help="where latency is measured (default: --device)"
@@ -270,6 +279,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     _check_number("--max-latency-ms", args.max_latency_ms)
     _check_number("--max-params", args.max_params)
     _check_number("--max-flops", args.max_flops, zero="no limit")
+    _check_number("--max-train-seconds", args.max_train_seconds, zero="no limit")
     if args.latency_batch < 1:
         raise StudyError(f"--latency-batch must be at least 1, got {args.latency_batch}")
     if args.jobs < 1:
@@ -339,6 +349,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         text_column=args.text_column,
         label_column=args.label_column,
         trial_timeout=args.trial_timeout,
+        max_train_seconds=args.max_train_seconds,
         allow_changed_settings=args.allow_changed_settings,
     )
 
@@ -413,6 +424,10 @@ def run(args: argparse.Namespace) -> int:
         f"\n{finished_count(study)} trials finished ({c['complete']} complete, "
         f"{c['pruned']} pruned, {c['fail']} failed)"
     )
+    longest = longest_share(study)
+    if longest is not None:
+        number, seconds, share = longest
+        print(f"longest trial: {number}, {seconds:.1f} s, {share:.1%} of all trials' time")
     title = "Pareto front" if len(s.objectives) > 1 else "Best trial"
     print(f"\n{title} ({', '.join(s.objectives)}):\n{front_table(study)}")
     print(f"\nstudy: {s.study_name}  storage: {s.storage}")

@@ -20,6 +20,12 @@ end exactly when the budget does and a model stopped by the clock is a finished 
 not one caught at a high learning rate. Hence a time stop is a normal outcome, reported as
 status ``time_limit`` with a valid accuracy; ``nan`` stops at once and reports no accuracy.
 
+Cost. ``estimate(seconds)`` is called once, after the first ``ESTIMATE_STEPS`` steps
+past the first (which pays for allocations and kernel choices): the training's whole cost
+in seconds, from those steps' median time and the steps to go. Like ``report`` it may
+raise to stop training before the cost is spent (the search refuses a candidate far
+costlier than its peers); a run shorter than that many steps never calls it.
+
 Pruning. ``report(epoch, val_accuracy)`` is called at every rung (each ``report_every``
 epochs) and once at the end. It may raise any exception to stop training (the Optuna glue
 raises ``optuna.TrialPruned``): the trainer does not catch it; the exception reaches the
@@ -67,6 +73,11 @@ from nas.train._evaluate import SplitLike, evaluate, is_tokens, prepare
 
 Status = Literal["ok", "time_limit", "nan"]
 ReportFn = Callable[[float, float], None]
+EstimateFn = Callable[[float], None]
+
+# Steps timed for the cost estimate, after the first: enough for a stable median, few
+# enough that a refused candidate costs little.
+ESTIMATE_STEPS = 4
 
 
 class DataLike(Protocol):
@@ -108,6 +119,8 @@ class TrainResult:
         precision: the precision actually used (``bf16`` or ``fp32``).
         memory_format: the memory format actually used.
         thread_steps: with ``threads="auto"``, steps run at each thread count.
+        estimated_seconds: the training's cost as estimated from its first steps (see the
+            module docstring); NaN if it ran too few steps to estimate.
     """
 
     status: Status
@@ -122,6 +135,7 @@ class TrainResult:
     precision: str = "fp32"
     memory_format: str = "contiguous"
     thread_steps: dict[int, int] = field(default_factory=dict)
+    estimated_seconds: float = math.nan
 
 
 @contextlib.contextmanager
@@ -229,6 +243,7 @@ def train(
     config: TrainConfig | None = None,
     report: ReportFn | None = None,
     device: torch.device | str | None = None,
+    estimate: EstimateFn | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train``, evaluating on ``data.val``.
 
@@ -242,6 +257,8 @@ def train(
         report: ``report(epoch, val_accuracy)`` at each rung and at the end; any exception
             it raises stops training and propagates to the caller (see module docstring).
         device: where to train; default: the device of ``data.train.x``.
+        estimate: ``estimate(seconds)`` once the cost of the whole training is estimated;
+            it may raise to stop, as ``report`` may.
 
     Returns:
         A :class:`TrainResult`; the model is left in eval mode with the final weights.
@@ -256,7 +273,7 @@ def train(
         memory_format = "contiguous"  # channels_last means nothing to a sequence model
     t_start = time.perf_counter()
     with thread_count(config.threads), _seeded_global_rng(config.seed, dev):
-        result = _train(model, data, config, report, dev, precision, memory_format)
+        result = _train(model, data, config, report, estimate, dev, precision, memory_format)
     result.wall_seconds = time.perf_counter() - t_start
     return result
 
@@ -266,6 +283,7 @@ def _train(
     data: DataLike,
     config: TrainConfig,
     report: ReportFn | None,
+    estimate: EstimateFn | None,
     dev: torch.device,
     precision: Literal["bf16", "fp32"],
     memory_format: Literal["channels_last", "contiguous"],
@@ -332,6 +350,7 @@ def _train(
     loss_sum = torch.zeros((), device=dev)
     loss_mark, loss_mark_step = 0.0, 0
     train_seconds = 0.0
+    timed: list[float] = []  # the steps of the cost estimate
     step = 0
     perm = torch.empty(0, dtype=torch.long, device=dev)
     t_budget = time.perf_counter()  # the budget covers training and rungs, not setup
@@ -388,6 +407,14 @@ def _train(
             lookahead.update(_Lookahead.decay(progress))
         step_seconds = time.perf_counter() - t0
         train_seconds += step_seconds
+        if 1 < step <= ESTIMATE_STEPS + 1:
+            timed.append(step_seconds)
+            if len(timed) == ESTIMATE_STEPS:
+                median = sorted(timed)[ESTIMATE_STEPS // 2]
+                whole = train_seconds + median * (total_steps - step)
+                result.estimated_seconds = min(whole, config.max_seconds or math.inf)
+                if estimate is not None:
+                    estimate(result.estimated_seconds)
         if tuner is not None:
             threads_now = tuner.current
             result.thread_steps[threads_now] = result.thread_steps.get(threads_now, 0) + 1

@@ -12,6 +12,9 @@ from optuna.trial import TrialState
 from nas.data import Data, load_data
 from nas.model import ArchSpec, build_model
 from nas.search import Limits, Objective, load_space
+from nas.search._objective import CostLimit
+from nas.search._runner import cost_limit
+from nas.search._settings import COST_FACTOR
 from nas.train import TrainConfig, count_params
 
 NOP = optuna.pruners.NopPruner()  # pruning has its own tests (test_pruning.py)
@@ -101,3 +104,40 @@ def test_a_baseline_trial_builds_its_built_in_space(digits: Data) -> None:
     assert t.state == TrialState.COMPLETE
     expected = load_space("resnet").suggest(optuna.trial.FixedTrial(t.params), digits.task)
     assert ArchSpec.from_dict(t.user_attrs["arch"]) == expected
+
+
+def test_a_candidate_estimated_over_the_cost_limit_is_pruned_before_its_cost(
+    digits: Data,
+) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    obj = objective(digits, ("accuracy", "latency"))
+    obj.train_config = TrainConfig(epochs=50, report_every=25)  # 500 steps
+    obj.cost_limit = CostLimit(0.01, "a test's limit")
+    t, _ = run_one(study, obj)
+    assert t.state == TrialState.PRUNED
+    reason = t.user_attrs["reason"]
+    assert reason.startswith("over budget, not trained: training estimated at")
+    assert "over 0.01 s (a test's limit)" in reason
+    assert t.user_attrs["train_estimate_s"] > 0.01
+    assert "epochs_done" not in t.user_attrs  # stopped before its first rung
+    # Without a limit the estimate is recorded and the candidate trains.
+    obj.cost_limit, obj.train_config = None, TrainConfig(epochs=1, report_every=0.5)
+    t, _ = run_one(study, obj)
+    assert t.state == TrialState.COMPLETE and t.user_attrs["train_estimate_s"] > 0
+
+
+def finished(train_seconds: object) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(
+        state=TrialState.COMPLETE, value=0.5, user_attrs={"train_seconds": train_seconds}
+    )
+
+
+def test_the_default_cost_limit_follows_the_study() -> None:
+    assert cost_limit(30.0, []) == CostLimit(30.0, "--max-train-seconds")
+    assert cost_limit(0.0, [finished(1.0)] * 5) is None  # 0: no limit
+    assert cost_limit(None, [finished(1.0), finished(2.0)]) is None  # too few to judge by
+    trials = [finished(s) for s in (1.0, 2.0, 4.0, 100.0)]
+    trials += [finished("1e9"), finished(float("nan")), finished(None)]  # hostile: ignored
+    limit = cost_limit(None, trials)
+    assert limit is not None and limit.seconds == COST_FACTOR * 3.0
+    assert "median training time of the study's 4 complete trials, 3.0 s" in limit.source

@@ -361,6 +361,10 @@ def test_failures_are_recorded_with_reasons_and_the_study_goes_on(digits, tmp_pa
         (("--max-latency-ms", "-1"), "--max-latency-ms must be a finite number above 0, got -1"),
         (("--max-params", "-5"), "--max-params must be a finite number above 0, got -5"),
         (("--max-flops", "-1"), "--max-flops must be a finite number above 0 (or 0: no limit)"),
+        (
+            ("--max-train-seconds", "nan"),
+            "--max-train-seconds must be a finite number above 0 (or 0: no limit)",
+        ),
         (("--epochs", "inf"), "--epochs must be a finite number above 0, got inf"),
         (("--epochs", "nan"), "--epochs must be a finite number above 0, got nan"),
         (("--timeout", "0"), "--timeout must be a finite number above 0, got 0"),

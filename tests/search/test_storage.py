@@ -21,8 +21,10 @@ from nas.search import (
     StudyError,
     check_storage_url,
     load_existing_study,
+    make_sampler,
     make_storage,
     measurement_lock,
+    open_study,
     slot_lock,
     training_lock,
 )
@@ -223,3 +225,19 @@ def test_a_training_waits_for_a_measurement_within_its_bound() -> None:
         message = timeout_message(training_lock(timeout=0.5))
     assert "training lock" in message and "turnstile.lock" in message
     assert f"pid {pid}" in message
+
+
+def test_a_new_study_names_its_values_and_a_resume_keeps_them(tmp_path: Path) -> None:
+    storage = make_storage(f"sqlite:///{tmp_path}/m.db")
+
+    def opened() -> optuna.Study:
+        sampler = make_sampler("random", 0, multi_objective=True)
+        pruner = optuna.pruners.NopPruner()
+        return open_study(storage, "m", ("accuracy", "latency"), sampler, pruner)
+
+    assert opened().metric_names == ["accuracy", "latency"]
+    assert optuna.load_study(study_name="m", storage=storage).metric_names == [
+        "accuracy",
+        "latency",
+    ]
+    assert opened().metric_names == ["accuracy", "latency"]
