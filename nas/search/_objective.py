@@ -145,6 +145,7 @@ class Objective:
         self._check_limits(latency.median_ms, params, flops)
 
         config = replace(self.train_config, seed=seed)
+        trial.set_user_attr("epochs_budget", config.epochs)
 
         def report(epoch: float, accuracy: float) -> None:
             trial.set_user_attr("epochs_done", epoch)

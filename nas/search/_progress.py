@@ -92,22 +92,20 @@ class Progress:
 def running_status(study: optuna.Study) -> list[str]:
     """One phrase per running trial: its latency, the epoch its training reached of the
     study's budget, its last rung's accuracy, and the time its training is estimated to
-    take still. Stored values are shown only when they are finite numbers."""
+    take still (training only: rungs are extra). Stored values are shown only when they are
+    finite numbers."""
     return [what + to_go for what, to_go in running_phrases(study)]
 
 
 def running_phrases(study: optuna.Study) -> list[tuple[str, str]]:
     """:func:`running_status`'s phrases, each as (what the trial did, its time to go)."""
-    budget = number(study.user_attrs.get("epochs"))
     now = datetime.datetime.now()
-    return [
-        _phrase(t, budget, now)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    ]
+    return [_phrase(t, now) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
 
 
-def _phrase(t: FrozenTrial, budget: float | int | None, now: datetime.datetime) -> tuple[str, str]:
+def _phrase(t: FrozenTrial, now: datetime.datetime) -> tuple[str, str]:
     a = t.user_attrs
+    budget = number(a.get("epochs_budget"))
     parts = [f"trial {t.number}"]
     if number(a.get("latency_ms")) is not None:
         parts.append(f"{figure(a['latency_ms'], '.2f')} ms")

@@ -42,6 +42,7 @@ from nas.search._settings import (
     TIMEOUT_HISTORY,
     WORKER_SEED_STRIDE,
     Settings,
+    budget_epochs,
     comparable_settings,
 )
 from nas.search._spaces import load_space
@@ -116,10 +117,12 @@ def run_worker(
         text_column=s.text_column,
         label_column=s.label_column,
     )
+    batch_size = TrainConfig.for_task(data.task.kind).batch_size
+    epochs = budget_epochs(s, len(data.train.y), batch_size)
     train_config = TrainConfig.for_task(
         data.task.kind,
-        epochs=s.epochs,
-        report_every=s.epochs / 4,
+        epochs=epochs,
+        report_every=epochs / 4,
         # Rungs on 2,000 validation images, the end on all: scoring four rungs on the
         # whole split cost more than 0.3 epochs of training on Fashion-MNIST.
         rung_val_size=2000,

@@ -8,11 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from nas.model import Task, TaskKind, attention_budget_bytes
-from nas.search._objective import Limits
+from nas.search._objective import MIN_STEPS_JUDGED, Limits
 
 # Per-trial budget by task kind: brief enough for a 100-trial search within the hour on a
 # 2-core CPU, long enough to rank networks (times per CPU: the README's "Searching").
 DEFAULT_EPOCHS: dict[TaskKind, float] = {"image": 0.3, "text": 2.0}
+# ... and at least this many optimiser steps, whatever the dataset's size: 0.3 epoch of a
+# small dataset is a few steps, after which every network is at chance (the README's
+# "Searching"). With rungs at each quarter, every rung can then be judged by the pruner.
+MIN_TRAIN_STEPS = 4 * MIN_STEPS_JUDGED
 BASELINES = ("seed_cnn", "resnet")
 
 # --trial-timeout's default: generous while the study knows few trial durations, then a
@@ -64,6 +68,7 @@ class Settings:
     label_column: str = "label"
     trial_timeout: float | None = None  # None: derived from the study (trial_time_limit)
     max_train_seconds: float | None = None  # None: derived from the study (cost_limit)
+    min_train_steps: int = 0  # with the default epochs: MIN_TRAIN_STEPS (budget_epochs)
     allow_changed_settings: bool = False
 
 
@@ -74,6 +79,14 @@ def default_max_flops(given: float | None, task: Task) -> int | None:
     if task.kind != "image":
         return None
     return FLOPS_PER_PIXEL * max(task.height * task.width, 28 * 28)
+
+
+def budget_epochs(s: Settings, train_size: int, batch_size: int) -> float:
+    """The epochs each trial trains: ``s.epochs``, or more to take ``s.min_train_steps``
+    optimiser steps of ``batch_size`` on ``train_size`` examples (the trainer drops a ragged
+    last batch, so an epoch is ``train_size // batch_size`` steps)."""
+    steps_per_epoch = max(1, train_size // max(1, batch_size))
+    return max(s.epochs, s.min_train_steps / steps_per_epoch)
 
 
 def comparable_settings(s: Settings) -> dict[str, Any]:
@@ -88,6 +101,7 @@ def comparable_settings(s: Settings) -> dict[str, Any]:
         "max_params": s.limits.max_params,
         "max_flops": s.limits.max_flops,
         "max_train_seconds": s.max_train_seconds,
+        "min_train_steps": s.min_train_steps,
         "latency_device": s.latency_device,
         "latency_batch": s.latency_batch,
         "latency_threads": s.latency_threads or s.threads,

@@ -39,6 +39,7 @@ from nas.search._settings import (
     COST_HISTORY,
     DEFAULT_EPOCHS,
     DEFAULT_TRIAL_TIMEOUT,
+    MIN_TRAIN_STEPS,
     MIN_TRIAL_TIMEOUT,
     TIMEOUT_FACTOR,
     TIMEOUT_HISTORY,
@@ -101,7 +102,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="training budget per trial in epochs (default "
         + ", ".join(f"{e:g} for {kind}s" for kind, e in DEFAULT_EPOCHS.items())
-        + ")",
+        + f", or more where that is under {MIN_TRAIN_STEPS} optimiser steps: a small dataset)",
     )
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db)")
     p.add_argument("--study-name", help="default: <space>-<dataset>")
@@ -350,6 +351,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         label_column=args.label_column,
         trial_timeout=args.trial_timeout,
         max_train_seconds=args.max_train_seconds,
+        min_train_steps=MIN_TRAIN_STEPS if args.epochs is None else 0,
         allow_changed_settings=args.allow_changed_settings,
     )
 

@@ -12,8 +12,9 @@ from nas.search._progress import Progress, running_status
 
 def running_study() -> tuple[optuna.Study, optuna.Trial]:
     study = optuna.create_study(directions=["maximize", "minimize"])
-    study.set_user_attr("epochs", 0.3)
-    return study, study.ask()
+    trial = study.ask()
+    trial.set_user_attr("epochs_budget", 0.3)
+    return study, trial
 
 
 def test_a_running_trial_says_what_it_does() -> None:
@@ -31,7 +32,7 @@ def test_a_running_trial_says_what_it_does() -> None:
 
 def test_hostile_stored_values_are_left_out() -> None:
     study, trial = running_study()
-    study.set_user_attr("epochs", "0.3\x1b[2J")
+    trial.set_user_attr("epochs_budget", "0.3\x1b[2J")
     trial.set_user_attr("latency_ms", "1\r\n99 trials done")
     trial.set_user_attr("epochs_done", float("nan"))
     trial.set_user_attr("train_estimate_s", [1])

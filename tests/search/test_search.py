@@ -29,6 +29,7 @@ from nas.search import (
     training_lock,
 )
 from nas.search._runner import Stopped, StopSignals
+from nas.search._settings import MIN_TRAIN_STEPS
 from nas.search.cli import parse_args, settings_from
 from nas.train import TrainConfig
 
@@ -87,6 +88,27 @@ def test_search_completes_prints_front_and_resumes(tmp_path: Path) -> None:
         assert "torch" in a["device"]
         if not str(a.get("reason")).startswith("over budget"):  # else never timed
             assert "latency_ms" in a and "latency_iqr_ms" in a, t.number
+
+
+@pytest.mark.slow  # a real search in a subprocess
+def test_the_default_budget_on_a_small_dataset_trains_enough_steps_to_learn(
+    tmp_path: Path,
+) -> None:
+    # digits: 0.3 epoch of its ~1,300 training images would be 3 optimiser steps, and every
+    # network would end at chance (0.1). The default trains MIN_TRAIN_STEPS at least.
+    url = f"sqlite:///{tmp_path}/d.db"
+    done = search("--dataset", "digits", "--space", "seed_cnn", "--trials", "1", "--storage", url)
+    assert done.returncode == 0, done.stderr
+    (t,) = load(url, "seed_cnn-digits").trials
+    data = load_data("digits")
+    steps_per_epoch = len(data.train.y) // TrainConfig().batch_size
+    assert t.user_attrs["epochs_budget"] == MIN_TRAIN_STEPS / steps_per_epoch > 1
+    assert round(t.user_attrs["epochs_done"] * steps_per_epoch) == MIN_TRAIN_STEPS
+    assert t.values[0] > 0.5  # far above chance
+    # Given, --epochs is the budget exactly, and the study records which rule it ran by.
+    assert load(url, "seed_cnn-digits").user_attrs["min_train_steps"] == MIN_TRAIN_STEPS
+    args = ["--space", "seed_cnn", "--epochs", "0.5", "--dataset", "digits"]
+    assert settings_from(parse_args(args)).min_train_steps == 0
 
 
 @pytest.mark.slow  # a real search in a subprocess
