@@ -197,21 +197,22 @@ def trial_time_limit(given: float | None, trials: list[FrozenTrial]) -> float | 
 
 def cost_limit(given: float | None, trials: list[FrozenTrial]) -> CostLimit | None:
     """The training cost the next trial may have: ``--max-train-seconds`` (0: none), else
-    ``COST_FACTOR`` times the median training time of the study's complete trials, once it
-    has ``COST_HISTORY`` (before that, only the trial's time limit bounds it)."""
+    ``COST_FACTOR`` times the median estimated training cost of the study's finished
+    trials, once ``COST_HISTORY`` have one (before that, only the trial's time limit bounds
+    it). Pruned trials count: their estimate is of the whole budget, as a complete one's
+    is, and early in a search most trials are pruned."""
     if given is not None:
         return CostLimit(given, "--max-train-seconds") if given else None
-    spent = [
-        number(t.user_attrs.get("train_seconds")) for t in trials if t.state == TrialState.COMPLETE
-    ]
-    seconds = [float(x) for x in spent if x is not None and x > 0]
+    finished = [t for t in trials if t.state.is_finished()]
+    estimates = [number(t.user_attrs.get("train_estimate_s")) for t in finished]
+    seconds = [float(x) for x in estimates if x is not None and x > 0]
     if len(seconds) < COST_HISTORY:
         return None
     median = statistics.median(seconds)
     return CostLimit(
         COST_FACTOR * median,
-        f"{COST_FACTOR:g}x the median training time of the study's {len(seconds)} complete "
-        f"trials, {median:.1f} s; --max-train-seconds sets it",
+        f"{COST_FACTOR:g}x the median estimated training cost of the study's "
+        f"{len(seconds)} trials, {median:.1f} s; --max-train-seconds sets it",
     )
 
 

@@ -26,9 +26,10 @@ MIN_TRIAL_TIMEOUT = 600.0
 TIMEOUT_FACTOR = 10.0
 TIMEOUT_HISTORY = 3
 
-# --max-train-seconds' default: once the study has this many complete trials, a candidate
-# whose training is estimated (from its first steps) at over this multiple of their median
-# is recorded as pruned, not trained: one slow network must not hold the search's compute.
+# --max-train-seconds' default: once this many of the study's finished trials have a cost
+# estimate, a candidate whose training is estimated (from its first steps) at over this
+# multiple of their median is recorded as pruned, not trained: one slow network must not
+# hold the search's compute.
 COST_FACTOR = 5.0
 COST_HISTORY = 3
 

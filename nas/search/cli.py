@@ -119,8 +119,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-train-seconds",
         type=float,
         help="training cost a candidate may have, estimated from its first steps (over it: "
-        f"pruned, not trained; default: {COST_FACTOR:g}x the median training time of the "
-        f"study's complete trials once it has {COST_HISTORY}; 0: none)",
+        f"pruned, not trained; default: {COST_FACTOR:g}x the median estimate of the study's "
+        f"finished trials once {COST_HISTORY} have one; 0: none)",
     )
     p.add_argument(
         "--latency-device", default=None, help="where latency is measured (default: --device)"

@@ -126,9 +126,10 @@ def test_a_candidate_estimated_over_the_cost_limit_is_pruned_before_its_cost(
     assert t.state == TrialState.COMPLETE and t.user_attrs["train_estimate_s"] > 0
 
 
-def finished(train_seconds: object) -> optuna.trial.FrozenTrial:
+def finished(estimate: object, state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
+    value = 0.5 if state == TrialState.COMPLETE else None
     return optuna.trial.create_trial(
-        state=TrialState.COMPLETE, value=0.5, user_attrs={"train_seconds": train_seconds}
+        state=state, value=value, user_attrs={"train_estimate_s": estimate}
     )
 
 
@@ -136,8 +137,9 @@ def test_the_default_cost_limit_follows_the_study() -> None:
     assert cost_limit(30.0, []) == CostLimit(30.0, "--max-train-seconds")
     assert cost_limit(0.0, [finished(1.0)] * 5) is None  # 0: no limit
     assert cost_limit(None, [finished(1.0), finished(2.0)]) is None  # too few to judge by
-    trials = [finished(s) for s in (1.0, 2.0, 4.0, 100.0)]
+    trials = [finished(s) for s in (1.0, 4.0, 100.0)] + [finished(2.0, TrialState.PRUNED)]
     trials += [finished("1e9"), finished(float("nan")), finished(None)]  # hostile: ignored
+    trials += [finished(None, TrialState.PRUNED)]  # over a limit before training: no estimate
     limit = cost_limit(None, trials)
     assert limit is not None and limit.seconds == COST_FACTOR * 3.0
-    assert "median training time of the study's 4 complete trials, 3.0 s" in limit.source
+    assert "median estimated training cost of the study's 4 trials, 3.0 s" in limit.source
