@@ -31,7 +31,7 @@ TIMEOUT_HISTORY = 3
 # multiple of their median is recorded as pruned, not trained: one slow network must not
 # hold the search's compute.
 COST_FACTOR = 5.0
-COST_HISTORY = 3
+COST_HISTORY = 2
 
 # Networks far over this per-pixel cost hold most of a search's compute and are neither
 # fast nor needed for small inputs (measured: the README's "Searching"). Over it: recorded

@@ -136,7 +136,7 @@ def finished(estimate: object, state: TrialState = TrialState.COMPLETE) -> optun
 def test_the_default_cost_limit_follows_the_study() -> None:
     assert cost_limit(30.0, []) == CostLimit(30.0, "--max-train-seconds")
     assert cost_limit(0.0, [finished(1.0)] * 5) is None  # 0: no limit
-    assert cost_limit(None, [finished(1.0), finished(2.0)]) is None  # too few to judge by
+    assert cost_limit(None, [finished(1.0), finished(None)]) is None  # too few to judge by
     trials = [finished(s) for s in (1.0, 4.0, 100.0)] + [finished(2.0, TrialState.PRUNED)]
     trials += [finished("1e9"), finished(float("nan")), finished(None)]  # hostile: ignored
     trials += [finished(None, TrialState.PRUNED)]  # over a limit before training: no estimate
