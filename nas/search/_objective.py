@@ -43,6 +43,11 @@ def first_judged_step(train_size: int, batch_size: int) -> int:
     return math.ceil(MIN_STEPS_JUDGED * batch_size * STEPS_PER_EPOCH / max(train_size, 1))
 
 
+# How the reason of a candidate refused over a limit starts (the report and the cost limit
+# read it).
+OVER_BUDGET = "over budget, not trained:"
+
+
 class TrialFailed(Exception):
     """A trial that cannot give values (NaN loss, out of memory); the reason is stored."""
 
@@ -163,7 +168,7 @@ class Objective:
             limit = self.cost_limit
             if limit is not None and seconds > limit.seconds:
                 raise optuna.TrialPruned(
-                    f"over budget, not trained: training estimated at {seconds:.4g} s from "
+                    f"{OVER_BUDGET} training estimated at {seconds:.4g} s from "
                     f"its first steps, over {limit.seconds:.4g} s ({limit.source})"
                 )
 
@@ -204,7 +209,7 @@ class Objective:
             over.append(("flops", flops, f"--max-flops {self.limits.max_flops}"))
         if over:
             text = "; ".join(f"{name} {value} over {limit}" for name, value, limit in over)
-            raise optuna.TrialPruned(f"over budget, not trained: {text}")
+            raise optuna.TrialPruned(f"{OVER_BUDGET} {text}")
 
     def _free(self) -> None:
         gc.collect()

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.data import is_text_name, load_data
 from nas.search._locks import machine_lock_timeout, slot_lock
-from nas.search._objective import CostLimit, Objective, first_judged_step
+from nas.search._objective import OVER_BUDGET, CostLimit, Objective, first_judged_step
 from nas.search._optuna import fail_stale_trials, heartbeat, record_heartbeat, stored_trial
 from nas.search._pruning import make_pruner
 from nas.search._settings import (
@@ -200,10 +200,15 @@ def cost_limit(given: float | None, trials: list[FrozenTrial]) -> CostLimit | No
     ``COST_FACTOR`` times the median estimated training cost of the study's finished
     trials, once ``COST_HISTORY`` have one (before that, only the trial's time limit bounds
     it). Pruned trials count: their estimate is of the whole budget, as a complete one's
-    is, and early in a search most trials are pruned."""
+    is, and early in a search most trials are pruned; those refused over a limit do not,
+    or each refusal would raise the limit for the next."""
     if given is not None:
         return CostLimit(given, "--max-train-seconds") if given else None
-    finished = [t for t in trials if t.state.is_finished()]
+    finished = [
+        t
+        for t in trials
+        if t.state.is_finished() and not str(t.user_attrs.get("reason")).startswith(OVER_BUDGET)
+    ]
     estimates = [number(t.user_attrs.get("train_estimate_s")) for t in finished]
     seconds = [float(x) for x in estimates if x is not None and x > 0]
     if len(seconds) < COST_HISTORY:

@@ -126,11 +126,12 @@ def test_a_candidate_estimated_over_the_cost_limit_is_pruned_before_its_cost(
     assert t.state == TrialState.COMPLETE and t.user_attrs["train_estimate_s"] > 0
 
 
-def finished(estimate: object, state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
+def finished(
+    estimate: object, state: TrialState = TrialState.COMPLETE, reason: str | None = None
+) -> optuna.trial.FrozenTrial:
     value = 0.5 if state == TrialState.COMPLETE else None
-    return optuna.trial.create_trial(
-        state=state, value=value, user_attrs={"train_estimate_s": estimate}
-    )
+    attrs = {"train_estimate_s": estimate, "reason": reason}
+    return optuna.trial.create_trial(state=state, value=value, user_attrs=attrs)
 
 
 def test_the_default_cost_limit_follows_the_study() -> None:
@@ -140,6 +141,8 @@ def test_the_default_cost_limit_follows_the_study() -> None:
     trials = [finished(s) for s in (1.0, 4.0, 100.0)] + [finished(2.0, TrialState.PRUNED)]
     trials += [finished("1e9"), finished(float("nan")), finished(None)]  # hostile: ignored
     trials += [finished(None, TrialState.PRUNED)]  # over a limit before training: no estimate
+    refused = "over budget, not trained: training estimated at 1e6 s"  # would raise the limit
+    trials += [finished(1e6, TrialState.PRUNED, reason=refused)] * 3
     limit = cost_limit(None, trials)
     assert limit is not None and limit.seconds == COST_FACTOR * 3.0
     assert "median estimated training cost of the study's 4 trials, 3.0 s" in limit.source
