@@ -5,7 +5,7 @@ from nas.export._codegen import render_code
 from nas.export._error import ExportError
 from nas.export._pick import choose_trial, parse_pick
 from nas.export._replay import check_replay
-from nas.export._retrain import retrain
+from nas.export._retrain import retrain, retrain_on
 from nas.export._write import EXPORT_FILES, export, write_onnx
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "parse_pick",
     "render_code",
     "retrain",
+    "retrain_on",
     "write_onnx",
 ]

@@ -8,7 +8,7 @@ import dataclasses
 import optuna
 import torch
 
-from nas.data import Split, load_data
+from nas.data import Data, Split, load_data
 from nas.export._dataset import check_task
 from nas.export._error import ExportError
 from nas.export._stored import data_options, stored_dataset
@@ -37,8 +37,17 @@ def retrain(
     options = {"seed": seed, **data_options(study)}
     loaded = load_data(name, device=device, data_dir=data_dir, **options)
     check_task(loaded.task, spec, name)
-    empty = Split(loaded.val.x[:0], loaded.val.y[:0])  # a retrain has no validation
-    data = dataclasses.replace(loaded, train=loaded.full_train(), val=empty)
+    return retrain_on(loaded, spec, seed, epochs, device)
+
+
+def retrain_on(
+    data: Data, spec: ArchSpec, seed: int, epochs: float, device: str
+) -> tuple[torch.nn.Module, float]:
+    """The retraining recipe itself: ``spec`` trained ``epochs`` on ``data``'s full
+    training split (train + val) with ``seed``, scored on its test split. The model comes
+    back in fp32, eval mode, contiguous, on the CPU."""
+    empty = Split(data.val.x[:0], data.val.y[:0])  # a retrain has no validation
+    data = dataclasses.replace(data, train=data.full_train(), val=empty)
     model = build_model(spec, seed=seed).to(device)
     config = TrainConfig.for_task(
         data.task.kind,

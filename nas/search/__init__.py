@@ -30,7 +30,13 @@ from nas.search._results import (
     pareto,
 )
 from nas.search._runner import build_study, run_trial, run_worker
-from nas.search._settings import BASELINES, DEFAULT_EPOCHS, Settings, default_max_flops
+from nas.search._settings import (
+    BASELINES,
+    DEFAULT_EPOCHS,
+    Settings,
+    default_max_flops,
+    trial_train_config,
+)
 from nas.search._spaces import (
     SpaceError,
     Suggest,
@@ -104,4 +110,5 @@ __all__ = [
     "space_names",
     "spec_markdown",
     "training_lock",
+    "trial_train_config",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,6 +43,10 @@ def first_judged_step(train_size: int, batch_size: int) -> int:
     judge a trial: the one after ``MIN_STEPS_JUDGED`` optimiser steps."""
     return math.ceil(MIN_STEPS_JUDGED * batch_size * STEPS_PER_EPOCH / max(train_size, 1))
 
+
+# A candidate estimated from its first timed step at over this multiple of the cost limit
+# is refused there; otherwise the estimate from four steps decides.
+FIRST_LOOK_MARGIN = 2.0
 
 # How the reason of a candidate refused over a limit starts (the report and the cost limit
 # read it).
@@ -91,6 +96,9 @@ class Objective:
     # The training cost a candidate may have, estimated from its first steps; the runner
     # sets it for each trial (nas.search._runner.cost_limit).
     cost_limit: CostLimit | None = None
+    # Called when the running trial gets further (latency measured, cost estimated, each
+    # rung), so that progress shows it; the runner sets it.
+    on_progress: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self._fingerprint = fingerprint()
@@ -125,6 +133,7 @@ class Objective:
         _note(trial, spec)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", self._fingerprint)
+        self._progress()
 
         model = build_model(spec, seed=seed)
         # The spec's input says what the model takes: float images or int64 token ids.
@@ -147,6 +156,7 @@ class Objective:
         trial.set_user_attr("latency_iqr_ms", latency.iqr_ms)
         trial.set_user_attr("latency", latency.to_dict())
         _note(trial, spec)
+        self._progress()
         self._check_limits(latency.median_ms, params, flops)
 
         config = replace(self.train_config, seed=seed)
@@ -155,6 +165,7 @@ class Objective:
         def report(epoch: float, accuracy: float) -> None:
             trial.set_user_attr("epochs_done", epoch)
             pruning.report(trial, round(epoch * STEPS_PER_EPOCH), accuracy)
+            self._progress()
             # The last report comes after training: pruning then would save nothing and
             # only drop a finished candidate from the front.
             # (The trainer ends on a whole step, a little short of config.epochs; the
@@ -163,10 +174,15 @@ class Objective:
             if not final and pruning.should_prune(trial):
                 raise optuna.TrialPruned(f"pruned at epoch {epoch:.2f}: accuracy {accuracy:.4f}")
 
-        def estimate(seconds: float) -> None:
+        def estimate(seconds: float, final: bool) -> None:
             trial.set_user_attr("train_estimate_s", seconds)
+            self._progress()
             limit = self.cost_limit
-            if limit is not None and seconds > limit.seconds:
+            if limit is None:
+                return
+            # At the first look (one step timed) only a candidate far over is refused: a
+            # slow network's first steps are the costliest of its refusal.
+            if seconds > limit.seconds * (1.0 if final else FIRST_LOOK_MARGIN):
                 raise optuna.TrialPruned(
                     f"{OVER_BUDGET} training estimated at {seconds:.4g} s from "
                     f"its first steps, over {limit.seconds:.4g} s ({limit.source})"
@@ -210,6 +226,10 @@ class Objective:
         if over:
             text = "; ".join(f"{name} {value} over {limit}" for name, value, limit in over)
             raise optuna.TrialPruned(f"{OVER_BUDGET} {text}")
+
+    def _progress(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress()
 
     def _free(self) -> None:
         gc.collect()

@@ -8,14 +8,13 @@ from __future__ import annotations
 import datetime
 import math
 import sys
-import threading
 import time
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.search._results import counts, front
-from nas.search._storage import finished_count
+from nas.search._results import front
+from nas.search._storage import finished_count, slot_counts
 from nas.stored import figure, number
 
 
@@ -36,18 +35,15 @@ class Progress:
         self.total = total
         self.last = ""
         self.last_status = ""
-        self.lock = threading.Lock()
+        self.front_of: tuple[int, int] = (0, 0)  # (complete trials, front size) last seen
         self.started = time.monotonic()
         self.first = finished_count(study)
         self.update(study)
 
     def update(self, study: optuna.Study) -> None:
-        with self.lock:  # called from a polling thread and after each trial
-            self._update(study)
-
-    def _update(self, study: optuna.Study) -> None:
-        self._update_counts(study)
-        phrases = running_phrases(study)
+        trials = study.get_trials(deepcopy=False)  # one read of the storage per update
+        self._update_counts(study, trials)
+        phrases = running_phrases(trials)
         status = "; ".join(what + to_go for what, to_go in phrases)
         if not self.status.disable:
             self.status.set_description_str(status)
@@ -58,21 +54,24 @@ class Progress:
             print(status, file=sys.stderr, flush=True)
         self.last_status = what
 
-    def _update_counts(self, study: optuna.Study) -> None:
-        c = counts(study)
-        done = min(finished_count(study), self.total)
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    def _update_counts(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
+        states = [t.state for t in trials]
+        pruned, failed = states.count(TrialState.PRUNED), states.count(TrialState.FAIL)
+        done = min(slot_counts(trials)[0], self.total)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = max((t.values[0] for t in complete), default=math.nan)
-        size = len(front(study)) if complete else 0
+        if self.front_of[0] != len(complete):  # the front changes only with a new trial
+            self.front_of = (len(complete), len(front(study)) if complete else 0)
+        size = self.front_of[1]
         if not self.bar.disable:
             self.bar.n = done
             self.bar.set_postfix(
-                pruned=c["pruned"], failed=c["fail"], best=f"{best:.4f}", front=size, refresh=False
+                pruned=pruned, failed=failed, best=f"{best:.4f}", front=size, refresh=False
             )
             self.bar.refresh()
             return
         line = (
-            f"{done}/{self.total} trials ({c['pruned']} pruned, {c['fail']} failed), "
+            f"{done}/{self.total} trials ({pruned} pruned, {failed} failed), "
             f"best accuracy {best:.4f}, front {size}"
         )
         if line == self.last:
@@ -94,13 +93,13 @@ def running_status(study: optuna.Study) -> list[str]:
     study's budget, its last rung's accuracy, and the time its training is estimated to
     take still (training only: rungs are extra). Stored values are shown only when they are
     finite numbers."""
-    return [what + to_go for what, to_go in running_phrases(study)]
+    return [what + to_go for what, to_go in running_phrases(study.get_trials(deepcopy=False))]
 
 
-def running_phrases(study: optuna.Study) -> list[tuple[str, str]]:
+def running_phrases(trials: list[FrozenTrial]) -> list[tuple[str, str]]:
     """:func:`running_status`'s phrases, each as (what the trial did, its time to go)."""
     now = datetime.datetime.now()
-    return [_phrase(t, now) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    return [_phrase(t, now) for t in trials if t.state == TrialState.RUNNING]
 
 
 def _phrase(t: FrozenTrial, now: datetime.datetime) -> tuple[str, str]:

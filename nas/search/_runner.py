@@ -11,12 +11,12 @@ queues it again for the next run.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
 import statistics
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -42,14 +42,15 @@ from nas.search._settings import (
     TIMEOUT_HISTORY,
     WORKER_SEED_STRIDE,
     Settings,
-    budget_epochs,
     comparable_settings,
+    trial_train_config,
 )
 from nas.search._spaces import load_space
 from nas.search._storage import make_sampler, make_storage, open_study, requeue, slot_counts
 from nas.search._timelimit import time_limit
 from nas.stored import number
-from nas.train import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def build_study(s: Settings, n_warmup_steps: int = 0, *, worker: bool = True) -> optuna.Study:
@@ -99,10 +100,12 @@ def build_study(s: Settings, n_warmup_steps: int = 0, *, worker: bool = True) ->
 def run_worker(
     s: Settings,
     worker: int = 0,
-    on_trial: Callable[[optuna.Study], None] | None = None,
+    on_progress: Callable[[optuna.Study], None] | None = None,
     stops: StopSignals | None = None,
 ) -> None:
     """Run trials until the study holds ``s.trials`` finished ones (or time runs out).
+
+    ``on_progress(study)``: after each trial, and whenever the running one gets further.
 
     ``stops``: the signal handlers this process stops by, if it set any; a stop they
     raise while a trial is asked for waits until the new trial can be marked.
@@ -117,15 +120,8 @@ def run_worker(
         text_column=s.text_column,
         label_column=s.label_column,
     )
-    batch_size = TrainConfig.for_task(data.task.kind).batch_size
-    epochs = budget_epochs(s, len(data.train.y), batch_size)
-    train_config = TrainConfig.for_task(
-        data.task.kind,
-        epochs=epochs,
-        report_every=epochs / 4,
-        # Rungs on 2,000 validation images, the end on all: scoring four rungs on the
-        # whole split cost more than 0.3 epochs of training on Fashion-MNIST.
-        rung_val_size=2000,
+    train_config = trial_train_config(
+        data.task.kind, len(data.train.y), s.epochs, s.min_train_steps
     )
     warmup = first_judged_step(len(data.train.y), train_config.batch_size)
     study = build_study(s, n_warmup_steps=warmup)
@@ -143,6 +139,7 @@ def run_worker(
         latency_threads=s.latency_threads or s.threads,
         seed=s.seed,
         device=s.device,
+        on_progress=None if on_progress is None else lambda: _show(on_progress, study),
     )
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
     while deadline is None or time.monotonic() < deadline:
@@ -176,8 +173,17 @@ def run_worker(
         objective.lock_timeout = machine_lock_timeout(limit)
         objective.cost_limit = cost_limit(s.max_train_seconds, trials)
         run_trial(study, trial, objective, limit)
-        if on_trial is not None:
-            on_trial(study)
+        if on_progress is not None:
+            on_progress(study)
+
+
+def _show(on_progress: Callable[[optuna.Study], None], study: optuna.Study) -> None:
+    """Progress is a convenience: a storage busy right now must not fail the trial (the
+    next event shows it)."""
+    try:
+        on_progress(study)
+    except Exception as e:
+        log.debug("progress not shown: %s: %s", e.__class__.__name__, e)
 
 
 def trial_time_limit(given: float | None, trials: list[FrozenTrial]) -> float | None:
@@ -352,29 +358,14 @@ def run_workers(
     stops: StopSignals,
 ) -> WorkersFailed | None:
     """Run ``s.jobs`` workers until the study is done: one in this process (``on_progress``
-    after each trial), else as many processes (``on_progress`` every few seconds, on
-    ``study``). Returns None when all ended well.
+    after each trial and at each step of the running one), else as many processes
+    (``on_progress`` every few seconds, on ``study``). Returns None when all ended well.
 
     A stop (``KeyboardInterrupt``) stops the worker processes too, each marking and
     re-queueing its trial, then goes on up.
     """
     if s.jobs == 1:
-        # The running trial's progress too (its rungs are in the study), every few
-        # seconds, from a thread: the trial trains in this one.
-        done = threading.Event()
-
-        def poll() -> None:
-            while not done.wait(POLL_PROGRESS_SECONDS):
-                with contextlib.suppress(Exception):  # a locked database: the next poll
-                    on_progress(study)
-
-        poller = threading.Thread(target=poll, name="progress", daemon=True)
-        poller.start()
-        try:
-            run_worker(s, 0, on_trial=on_progress, stops=stops)
-        finally:
-            done.set()
-            poller.join()
+        run_worker(s, 0, on_progress=on_progress, stops=stops)
         return None
     ctx = multiprocessing.get_context("spawn")
     errors: multiprocessing.SimpleQueue[str] = ctx.SimpleQueue()

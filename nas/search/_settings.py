@@ -4,11 +4,12 @@ benchmarks run on."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nas.model import Task, TaskKind, attention_budget_bytes
 from nas.search._objective import MIN_STEPS_JUDGED, Limits
+from nas.train import TrainConfig
 
 # Per-trial budget by task kind: brief enough for a 100-trial search within the hour on a
 # 2-core CPU, long enough to rank networks (times per CPU: the README's "Searching").
@@ -30,7 +31,7 @@ TIMEOUT_HISTORY = 3
 # estimate, a candidate whose training is estimated (from its first steps) at over this
 # multiple of their median is recorded as pruned, not trained: one slow network must not
 # hold the search's compute.
-COST_FACTOR = 5.0
+COST_FACTOR = 2.0
 COST_HISTORY = 2
 
 # Networks far over this per-pixel cost hold most of a search's compute and are neither
@@ -69,7 +70,7 @@ class Settings:
     label_column: str = "label"
     trial_timeout: float | None = None  # None: derived from the study (trial_time_limit)
     max_train_seconds: float | None = None  # None: derived from the study (cost_limit)
-    min_train_steps: int = 0  # with the default epochs: MIN_TRAIN_STEPS (budget_epochs)
+    min_train_steps: int = 0  # with the default epochs: MIN_TRAIN_STEPS (trial_train_config)
     allow_changed_settings: bool = False
 
 
@@ -82,12 +83,25 @@ def default_max_flops(given: float | None, task: Task) -> int | None:
     return FLOPS_PER_PIXEL * max(task.height * task.width, 28 * 28)
 
 
-def budget_epochs(s: Settings, train_size: int, batch_size: int) -> float:
-    """The epochs each trial trains: ``s.epochs``, or more to take ``s.min_train_steps``
-    optimiser steps of ``batch_size`` on ``train_size`` examples (the trainer drops a ragged
-    last batch, so an epoch is ``train_size // batch_size`` steps)."""
-    steps_per_epoch = max(1, train_size // max(1, batch_size))
-    return max(s.epochs, s.min_train_steps / steps_per_epoch)
+def trial_train_config(
+    kind: TaskKind, train_size: int, epochs: float, min_train_steps: int = 0
+) -> TrainConfig:
+    """How every trial of a search trains: the task's defaults for ``epochs``, or more to
+    take ``min_train_steps`` optimiser steps on ``train_size`` examples (the trainer drops
+    a ragged last batch, so an epoch is ``train_size // batch_size`` steps), with rungs at
+    each quarter."""
+    base = TrainConfig.for_task(kind)
+    steps_per_epoch = max(1, train_size // base.batch_size)
+    epochs = max(epochs, min_train_steps / steps_per_epoch)
+    return replace(
+        base,
+        epochs=epochs,
+        report_every=epochs / 4,
+        # Rungs on 1,000 validation images, the end on all: evaluating an image costs a
+        # third of training on one, so four rungs on the whole split would cost more than
+        # 0.3 epochs of training on Fashion-MNIST.
+        rung_val_size=1000,
+    )
 
 
 def comparable_settings(s: Settings) -> dict[str, Any]:

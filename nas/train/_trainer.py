@@ -20,11 +20,13 @@ end exactly when the budget does and a model stopped by the clock is a finished 
 not one caught at a high learning rate. Hence a time stop is a normal outcome, reported as
 status ``time_limit`` with a valid accuracy; ``nan`` stops at once and reports no accuracy.
 
-Cost. ``estimate(seconds)`` is called once, after the first ``ESTIMATE_STEPS`` steps
-past the first (which pays for allocations and kernel choices): the training's whole cost
-in seconds, from those steps' median time and the steps to go. Like ``report`` it may
-raise to stop training before the cost is spent (the search refuses a candidate far
-costlier than its peers); a run shorter than that many steps never calls it.
+Cost. ``estimate(seconds, final)`` gives the training's whole cost in seconds, from the
+time of the steps past the first (which pays for allocations and kernel choices) and the
+steps to go: a first look after one such step (``final`` False), then the estimate from
+the median of ``ESTIMATE_STEPS`` of them (``final`` True). Like ``report`` it may raise to
+stop training before the cost is spent (the search refuses a candidate far costlier than
+its peers, at the first look when it is very far over); a run too short to time that many
+steps gets only the first look, or none.
 
 Pruning. ``report(epoch, val_accuracy)`` is called at every rung (each ``report_every``
 epochs) and once at the end. It may raise any exception to stop training (the Optuna glue
@@ -73,7 +75,7 @@ from nas.train._evaluate import SplitLike, evaluate, is_tokens, prepare
 
 Status = Literal["ok", "time_limit", "nan"]
 ReportFn = Callable[[float, float], None]
-EstimateFn = Callable[[float], None]
+EstimateFn = Callable[[float, bool], None]
 
 # Steps timed for the cost estimate, after the first: enough for a stable median, few
 # enough that a refused candidate costs little.
@@ -257,8 +259,9 @@ def train(
         report: ``report(epoch, val_accuracy)`` at each rung and at the end; any exception
             it raises stops training and propagates to the caller (see module docstring).
         device: where to train; default: the device of ``data.train.x``.
-        estimate: ``estimate(seconds)`` once the cost of the whole training is estimated;
-            it may raise to stop, as ``report`` may.
+        estimate: ``estimate(seconds, final)`` with the whole training's estimated cost,
+            a first look and then the final estimate (module docstring); it may raise to
+            stop, as ``report`` may.
 
     Returns:
         A :class:`TrainResult`; the model is left in eval mode with the final weights.
@@ -407,14 +410,14 @@ def _train(
             lookahead.update(_Lookahead.decay(progress))
         step_seconds = time.perf_counter() - t0
         train_seconds += step_seconds
-        if 1 < step <= ESTIMATE_STEPS + 1:
+        if 1 < step <= ESTIMATE_STEPS + 1 and step < total_steps:
             timed.append(step_seconds)
-            if len(timed) == ESTIMATE_STEPS:
-                median = sorted(timed)[ESTIMATE_STEPS // 2]
+            if len(timed) in (1, ESTIMATE_STEPS):
+                median = sorted(timed)[len(timed) // 2]
                 whole = train_seconds + median * (total_steps - step)
                 result.estimated_seconds = min(whole, config.max_seconds or math.inf)
                 if estimate is not None:
-                    estimate(result.estimated_seconds)
+                    estimate(result.estimated_seconds, len(timed) == ESTIMATE_STEPS)
         if tuner is not None:
             threads_now = tuner.current
             result.thread_steps[threads_now] = result.thread_steps.get(threads_now, 0) + 1

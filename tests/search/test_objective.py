@@ -106,6 +106,33 @@ def test_a_baseline_trial_builds_its_built_in_space(digits: Data) -> None:
     assert ArchSpec.from_dict(t.user_attrs["arch"]) == expected
 
 
+def test_progress_is_shown_as_the_trial_gets_further(digits: Data) -> None:
+    """What the live status line shows, as it happens: the trial started, its latency, its
+    cost estimate (a first look, then the estimate), then the rung and the end."""
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    seen: list[tuple[str, ...]] = []
+
+    def show() -> None:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        a = running[0].user_attrs
+        keys = ("latency_ms", "train_estimate_s", "epochs_done")
+        seen.append(tuple(k for k in keys if k in a))
+
+    obj = objective(digits, ("accuracy", "latency"), on_progress=show)
+    obj.train_config = TrainConfig(epochs=2, report_every=1)  # a rung at 8 steps, 16 in all
+    t, _ = run_one(study, obj)
+    assert t.state == TrialState.COMPLETE
+    assert seen == [
+        (),
+        ("latency_ms",),
+        ("latency_ms", "train_estimate_s"),
+        ("latency_ms", "train_estimate_s"),
+        ("latency_ms", "train_estimate_s", "epochs_done"),
+        ("latency_ms", "train_estimate_s", "epochs_done"),
+    ]
+    assert len(t.intermediate_values) == 2
+
+
 def test_a_candidate_estimated_over_the_cost_limit_is_pruned_before_its_cost(
     digits: Data,
 ) -> None:

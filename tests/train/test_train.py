@@ -148,34 +148,39 @@ def test_report_raising_stops_training_and_reaches_the_caller() -> None:
     assert torch.get_num_threads() == threads_before
 
 
-def test_the_cost_is_estimated_once_from_the_first_steps() -> None:
-    estimates: list[tuple[int, float]] = []
+def test_the_cost_is_estimated_from_the_first_steps_a_first_look_then_the_estimate() -> None:
+    estimates: list[tuple[int, float, bool]] = []
     steps_taken: list[int] = []
     config = replace(FAST, epochs=4, report_every=1)  # 32 steps
 
     def report(epoch: float, acc: float) -> None:
         steps_taken.append(round(epoch * 8))
 
-    def estimate(seconds: float) -> None:
-        estimates.append((len(steps_taken), seconds))
+    def estimate(seconds: float, final: bool) -> None:
+        estimates.append((len(steps_taken), seconds, final))
 
     result = train(_model(), _data(), config, report=report, estimate=estimate)
-    assert len(estimates) == 1 and estimates[0][0] == 0  # before the first rung (step 8)
-    assert estimates[0][1] == result.estimated_seconds > 0
+    # Both before the first rung (step 8): after step 2, then after step 5.
+    assert [(rungs, final) for rungs, _, final in estimates] == [(0, False), (0, True)]
+    assert estimates[-1][1] == result.estimated_seconds > 0 and estimates[0][1] > 0
     # An estimate of the whole training, not of the steps timed: near what it took.
     assert 0.2 * result.train_seconds < result.estimated_seconds < 5 * result.train_seconds
+    estimates.clear()
     short = train(_model(), _data(), replace(FAST, epochs=0.5), estimate=estimate)
-    assert len(estimates) == 1 and math.isnan(short.estimated_seconds)  # 4 steps: too few
+    assert [final for _, _, final in estimates] == [False]  # 4 steps: only the first look
+    assert short.estimated_seconds == estimates[0][1]
+    train(_model(), _data(), replace(FAST, epochs=0.25), estimate=estimate)  # 2 steps
+    assert len(estimates) == 1  # nothing to estimate once training is done
 
 
 def test_an_estimate_raising_stops_training_before_its_cost_is_spent() -> None:
-    def estimate(seconds: float) -> None:
+    def estimate(seconds: float, final: bool) -> None:
         raise _Stop(seconds)
 
     started = time.perf_counter()
     with pytest.raises(_Stop):
         train(_model(), _data(), replace(FAST, epochs=200), estimate=estimate)
-    assert time.perf_counter() - started < 20  # 6 of 1,600 steps
+    assert time.perf_counter() - started < 20  # 2 of 1,600 steps (the first look)
 
 
 def test_nan_from_the_model_stops_at_the_first_step() -> None:

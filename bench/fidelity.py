@@ -1,0 +1,248 @@
+"""Does the search's brief training rank networks as a real training does? Spearman per rung.
+
+Reproduce (resumable: each network's results are appended to ``--out`` as they come, and
+a rerun with the same settings skips them; the long budget dominates, minutes per
+network on a 2-core CPU)::
+
+    .venv/bin/python bench/fidelity.py --front sqlite:///bench/out/default.db
+    .venv/bin/python bench/fidelity.py --report            # the tables from --out only
+    .venv/bin/python bench/fidelity.py --dataset digits --sampled 6 --long-epochs 2  # smoke
+
+Networks: the hand designs (``seed_cnn``, ``resnet``), the Pareto front of a default
+search (``--front URL``, study ``--study-name``; each spec is read back and validated by
+``ArchSpec.from_dict``), and ``--sampled`` random samples of the default space
+(``attention_cnn``, seeded), skipping those over the search's default FLOPs limit as the
+search does. Each network is trained twice, from the same initialisation:
+
+- **short**: exactly as a search trial (``nas.search.trial_train_config``: the default
+  budget, rungs at each quarter on the fixed 1,000-image validation subset, the end on
+  the whole validation split), never pruned;
+- **long**: the export's retraining recipe (``nas.export.retrain_on``): ``--long-epochs``
+  on the full training split (train + validation), scored on the test split.
+
+Printed: a row per network (accuracy at each rung and the end, the long test accuracy,
+seconds of each training); Spearman's rank correlation of each rung's accuracy with the
+long test accuracy, over all networks; per attention op (the ops a network's stages hold,
+``no attention`` for none), the mean rank shift = rank by the rung − rank by the long
+budget (1 = best; a positive shift: the brief training ranks that op's networks lower
+than they end up, an op ranked unfairly early), over the networks holding it. A network
+whose short training diverged (NaN) ranks last at that rung. Last line ``spearman: X``
+for the end of the short training, the accuracy the search ranks by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from scipy.stats import spearmanr
+
+from nas.data import Data, load_data
+from nas.export import retrain_on
+from nas.model import ArchSpec, build_model
+from nas.search import (
+    BASELINES,
+    DEFAULT_EPOCHS,
+    default_max_flops,
+    load_builtin_space,
+    trial_train_config,
+)
+from nas.search._settings import MIN_TRAIN_STEPS
+from nas.train import count_flops, train
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+@dataclass(frozen=True)
+class Network:
+    source: str
+    spec: ArchSpec
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.spec.to_dict(), sort_keys=True)
+
+
+def attention_ops(spec: ArchSpec) -> list[str]:
+    ops = sorted({s.attention.op for s in spec.stages if s.attention is not None})
+    return ops or ["no attention"]
+
+
+def networks(args: argparse.Namespace, data: Data) -> list[Network]:
+    """Hand designs, then the given front, then seeded samples: one list, no repeats."""
+    task = data.task
+    found = [
+        Network(name, load_builtin_space(name).suggest(optuna.trial.FixedTrial({}), task))
+        for name in BASELINES
+    ]
+    if args.front:
+        study = optuna.load_study(study_name=args.study_name, storage=args.front)
+        for t in sorted(study.best_trials, key=lambda t: t.number):
+            found.append(Network(f"front {t.number}", ArchSpec.from_dict(t.user_attrs["arch"])))
+    space = load_builtin_space("attention_cnn")
+    limit = default_max_flops(None, task)
+    sampler = optuna.samplers.RandomSampler(seed=args.seed)
+    samples = optuna.create_study(sampler=sampler)
+    while sum(n.source.startswith("sample") for n in found) < args.sampled:
+        spec = space.suggest(samples.ask(), task)
+        if limit is not None and count_flops(build_model(spec), spec.input) > limit:
+            continue  # the search refuses it before training
+        found.append(Network(f"sample {samples.trials[-1].number}", spec))
+    seen: set[str] = set()
+    unique = []
+    for n in found:
+        if n.key not in seen:
+            seen.add(n.key)
+            unique.append(n)
+    return unique
+
+
+def measure(net: Network, index: int, data: Data, args: argparse.Namespace) -> dict[str, Any]:
+    seed = args.seed + index
+    config = trial_train_config(
+        data.task.kind, len(data.train.y), DEFAULT_EPOCHS[data.task.kind], MIN_TRAIN_STEPS
+    )
+    config = replace(config, seed=seed)
+    model = build_model(net.spec, seed=seed)
+    rungs: list[tuple[float, float]] = []
+    short = train(model, data, config, report=lambda e, a: rungs.append((e, a)))
+    started = time.perf_counter()
+    _, test = retrain_on(data, net.spec, seed, args.long_epochs, "cpu")
+    return {
+        "key": net.key,
+        "settings": settings_key(args),
+        "source": net.source,
+        "summary": net.spec.summary(),
+        "ops": attention_ops(net.spec),
+        "rungs": rungs,
+        "short_seconds": short.wall_seconds,
+        "long_test": test,
+        "long_seconds": time.perf_counter() - started,
+    }
+
+
+def settings_key(args: argparse.Namespace) -> str:
+    return f"{args.dataset} seed {args.seed} long {args.long_epochs:g}"
+
+
+def load_records(path: Path, settings: str) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    records = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("settings") == settings:
+            records[row["key"]] = row
+    return records
+
+
+def ranks(values: Sequence[float]) -> list[float]:
+    """1 = highest; NaN counts as lowest; ties share their mean rank."""
+    clean = [-math.inf if math.isnan(v) else v for v in values]
+    order = sorted(range(len(clean)), key=lambda i: -clean[i])
+    out = [0.0] * len(clean)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and clean[order[j + 1]] == clean[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def report(rows: list[dict[str, Any]]) -> float:
+    points = [e for e, _ in rows[0]["rungs"]]
+    names = [f"{e:.3g} ep" for e in points]
+    print(
+        f"{'source':<10} {'short s':>8} {'long s':>8} "
+        + " ".join(f"{n:>8}" for n in names)
+        + f" {'long test':>9}  structure"
+    )
+    for r in rows:
+        accs = " ".join(f"{a:>8.4f}" for _, a in r["rungs"])
+        print(
+            f"{r['source']:<10} {r['short_seconds']:>8.1f} {r['long_seconds']:>8.1f} {accs} "
+            f"{r['long_test']:>9.4f}  {r['summary']}"
+        )
+    long = [r["long_test"] for r in rows]
+    long_rank = ranks(long)
+    print(f"\n{len(rows)} networks; Spearman of each rung's accuracy with the long test accuracy:")
+    rho: list[float] = []
+    for k, name in enumerate(names):
+        at = [r["rungs"][k][1] if k < len(r["rungs"]) else math.nan for r in rows]
+        rho.append(float(spearmanr(ranks(at), long_rank).statistic))
+        cost = sum(r["short_seconds"] for r in rows) * points[k] / points[-1]
+        print(f"  {name:>8}: {rho[-1]:.3f}   (short training to here: {cost:.0f} s in all)")
+    print(f"  long budget: {sum(r['long_seconds'] for r in rows):.0f} s in all")
+
+    ops = sorted({op for r in rows for op in r["ops"]})
+    print(
+        "\nmean rank shift per attention op (rank by the rung − rank by the long budget; "
+        "> 0: ranked too low early):"
+    )
+    print(f"{'op':<14} {'n':>3} " + " ".join(f"{n:>8}" for n in names))
+    for op in ops:
+        held = [i for i, r in enumerate(rows) if op in r["ops"]]
+        shifts = []
+        for k in range(len(names)):
+            at = ranks([r["rungs"][k][1] if k < len(r["rungs"]) else math.nan for r in rows])
+            shifts.append(sum(at[i] - long_rank[i] for i in held) / len(held))
+        print(f"{op:<14} {len(held):>3} " + " ".join(f"{s:>+8.1f}" for s in shifts))
+    return rho[-1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--front", help="storage URL of a default search whose front to include")
+    p.add_argument("--study-name", default="attention_cnn-fashion_mnist")
+    p.add_argument("--sampled", type=int, default=20, help="random samples of the space")
+    p.add_argument("--long-epochs", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=OUT / "fidelity.jsonl")
+    p.add_argument("--report", action="store_true", help="only print what --out holds")
+    args = p.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    torch.set_num_threads(args.threads)
+    settings = settings_key(args)
+    records = load_records(args.out, settings)
+    if not args.report:
+        data = load_data(args.dataset, device="cpu", seed=args.seed)
+        nets = networks(args, data)
+        print(f"{len(nets)} networks, {len(records)} measured before ({settings})", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        for i, net in enumerate(nets):
+            if net.key in records:
+                continue
+            row = measure(net, i, data, args)
+            records[net.key] = row
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(
+                f"[{i + 1}/{len(nets)}] {net.source}: end {row['rungs'][-1][1]:.4f}, "
+                f"long {row['long_test']:.4f} ({row['short_seconds']:.0f} s + "
+                f"{row['long_seconds']:.0f} s)",
+                flush=True,
+            )
+        rows = [records[n.key] for n in nets]
+    else:
+        rows = list(records.values())
+    if len(rows) < 3:
+        raise SystemExit(f"{len(rows)} networks measured: too few to rank")
+    rho = report(rows)
+    print(f"spearman: {rho:.3f}")
+
+
+if __name__ == "__main__":
+    main()
