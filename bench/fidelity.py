@@ -7,12 +7,13 @@ network on a 2-core CPU)::
     .venv/bin/python bench/fidelity.py --front sqlite:///bench/out/default.db
     .venv/bin/python bench/fidelity.py --report            # the tables from --out only
     .venv/bin/python bench/fidelity.py --dataset digits --sampled 6 --long-epochs 2  # smoke
+    .venv/bin/python bench/fidelity.py --front ... --device cuda   # minutes on a GPU
 
-Networks: the hand designs (``seed_cnn``, ``resnet``), the Pareto front of a default
-search (``--front URL``, study ``--study-name``; each spec is read back and validated by
-``ArchSpec.from_dict``), and ``--sampled`` random samples of the default space
-(``attention_cnn``, seeded), skipping those over the search's default FLOPs limit as the
-search does. Each network is trained twice, from the same initialisation:
+Networks, in this order: the Pareto front of a default search (``--front URL``, study
+``--study-name``; each spec is read back and validated by ``ArchSpec.from_dict``),
+``--sampled`` random samples of the default space (``attention_cnn``, seeded), skipping
+those over the search's default FLOPs limit as the search does, and the hand designs
+(``seed_cnn``, ``resnet``). Each network is trained twice, from the same initialisation:
 
 - **short**: exactly as a search trial (``nas.search.trial_train_config``: the default
   budget, rungs at each quarter on the fixed 1,000-image validation subset, the end on
@@ -26,7 +27,9 @@ long test accuracy, over all networks; per attention op (the ops a network's sta
 ``no attention`` for none), the mean rank shift = rank by the rung − rank by the long
 budget (1 = best; a positive shift: the brief training ranks that op's networks lower
 than they end up, an op ranked unfairly early), over the networks holding it. A network
-whose short training diverged (NaN) ranks last at that rung. Last line ``spearman: X``
+whose short training diverged (NaN) ranks last at that rung. A network whose brief
+training is estimated (from its first steps) at over ``--max-train-seconds`` is skipped
+and named: the search's cost limit refuses such networks. Last line ``spearman: X``
 for the end of the short training, the accuracy the search ranks by.
 """
 
@@ -43,10 +46,11 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import FixedTrial
 from scipy.stats import spearmanr
 
 from nas.data import Data, load_data
-from nas.export import retrain_on
+from nas.export import ExportError, retrain_on
 from nas.model import ArchSpec, build_model
 from nas.search import (
     BASELINES,
@@ -56,7 +60,7 @@ from nas.search import (
     trial_train_config,
 )
 from nas.search._settings import MIN_TRAIN_STEPS
-from nas.train import count_flops, train
+from nas.train import TrainConfig, count_flops, train
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -77,12 +81,10 @@ def attention_ops(spec: ArchSpec) -> list[str]:
 
 
 def networks(args: argparse.Namespace, data: Data) -> list[Network]:
-    """Hand designs, then the given front, then seeded samples: one list, no repeats."""
+    """The given front, seeded samples, then the hand designs (the costliest here, so a
+    partial run has a spread of networks first): one list, no repeats."""
     task = data.task
-    found = [
-        Network(name, load_builtin_space(name).suggest(optuna.trial.FixedTrial({}), task))
-        for name in BASELINES
-    ]
+    found = []
     if args.front:
         study = optuna.load_study(study_name=args.study_name, storage=args.front)
         for t in sorted(study.best_trials, key=lambda t: t.number):
@@ -96,6 +98,8 @@ def networks(args: argparse.Namespace, data: Data) -> list[Network]:
         if limit is not None and count_flops(build_model(spec), spec.input) > limit:
             continue  # the search refuses it before training
         found.append(Network(f"sample {samples.trials[-1].number}", spec))
+    for name in BASELINES:
+        found.append(Network(name, load_builtin_space(name).suggest(FixedTrial({}), task)))
     seen: set[str] = set()
     unique = []
     for n in found:
@@ -113,15 +117,30 @@ def measure(net: Network, index: int, data: Data, args: argparse.Namespace) -> d
     config = replace(config, seed=seed)
     model = build_model(net.spec, seed=seed)
     rungs: list[tuple[float, float]] = []
-    short = train(model, data, config, report=lambda e, a: rungs.append((e, a)))
+    record: dict[str, Any] = {"key": net.key, "settings": settings_key(args), "source": net.source}
+    record |= {"summary": net.spec.summary(), "ops": attention_ops(net.spec)}
+
+    def estimate(seconds: float, final: bool) -> None:
+        if seconds > args.max_train_seconds:
+            raise OverCost(seconds)
+
+    try:
+        short = train(
+            model,
+            data,
+            config,
+            report=lambda e, a: rungs.append((e, a)),
+            device=args.device,
+            estimate=estimate,
+        )
+    except OverCost as e:
+        return record | {"skipped": e.seconds}
     started = time.perf_counter()
-    _, test = retrain_on(data, net.spec, seed, args.long_epochs, "cpu")
-    return {
-        "key": net.key,
-        "settings": settings_key(args),
-        "source": net.source,
-        "summary": net.spec.summary(),
-        "ops": attention_ops(net.spec),
+    try:
+        _, test = retrain_on(data, net.spec, seed, args.long_epochs, args.device)
+    except ExportError:  # the long training diverged: it ranks last there
+        test = math.nan
+    return record | {
         "rungs": rungs,
         "short_seconds": short.wall_seconds,
         "long_test": test,
@@ -129,8 +148,18 @@ def measure(net: Network, index: int, data: Data, args: argparse.Namespace) -> d
     }
 
 
+class OverCost(Exception):
+    """A network whose brief training the search would refuse as too costly."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"{seconds:.0f} s")
+        self.seconds = seconds
+
+
 def settings_key(args: argparse.Namespace) -> str:
-    return f"{args.dataset} seed {args.seed} long {args.long_epochs:g}"
+    """What a record's figures depend on (a rerun with other settings measures anew)."""
+    clip = TrainConfig().grad_clip
+    return f"{args.dataset} seed {args.seed} long {args.long_epochs:g} grad_clip {clip}"
 
 
 def load_records(path: Path, settings: str) -> dict[str, dict[str, Any]]:
@@ -161,7 +190,7 @@ def ranks(values: Sequence[float]) -> list[float]:
 
 
 def report(rows: list[dict[str, Any]]) -> float:
-    points = [e for e, _ in rows[0]["rungs"]]
+    points = [e for e, _ in max((r["rungs"] for r in rows), key=len)]  # a NaN stops short
     names = [f"{e:.3g} ep" for e in points]
     print(
         f"{'source':<10} {'short s':>8} {'long s':>8} "
@@ -169,7 +198,7 @@ def report(rows: list[dict[str, Any]]) -> float:
         + f" {'long test':>9}  structure"
     )
     for r in rows:
-        accs = " ".join(f"{a:>8.4f}" for _, a in r["rungs"])
+        accs = " ".join(f"{a:>8.4f}" for _, a in r["rungs"]).ljust(9 * len(names) - 1)
         print(
             f"{r['source']:<10} {r['short_seconds']:>8.1f} {r['long_seconds']:>8.1f} {accs} "
             f"{r['long_test']:>9.4f}  {r['summary']}"
@@ -208,8 +237,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--study-name", default="attention_cnn-fashion_mnist")
     p.add_argument("--sampled", type=int, default=20, help="random samples of the space")
     p.add_argument("--long-epochs", type=float, default=5.0)
+    p.add_argument(
+        "--max-train-seconds",
+        type=float,
+        default=120.0,
+        help="skip a network whose brief training is estimated over this: the search's "
+        "cost limit refuses such networks, and their long training would take hours",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the data goes there too)")
     p.add_argument("--out", type=Path, default=OUT / "fidelity.jsonl")
     p.add_argument("--report", action="store_true", help="only print what --out holds")
     args = p.parse_args(argv)
@@ -218,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_key(args)
     records = load_records(args.out, settings)
     if not args.report:
-        data = load_data(args.dataset, device="cpu", seed=args.seed)
+        data = load_data(args.dataset, device=args.device, seed=args.seed)
         nets = networks(args, data)
         print(f"{len(nets)} networks, {len(records)} measured before ({settings})", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -229,8 +266,12 @@ def main(argv: list[str] | None = None) -> None:
             records[net.key] = row
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
+            if "skipped" in row:
+                print(f"[{i + 1}/{len(nets)}] {net.source}: skipped, {row['skipped']:.0f} s")
+                continue
+            end = row["rungs"][-1][1] if row["rungs"] else math.nan
             print(
-                f"[{i + 1}/{len(nets)}] {net.source}: end {row['rungs'][-1][1]:.4f}, "
+                f"[{i + 1}/{len(nets)}] {net.source}: end {end:.4f}, "
                 f"long {row['long_test']:.4f} ({row['short_seconds']:.0f} s + "
                 f"{row['long_seconds']:.0f} s)",
                 flush=True,
@@ -238,6 +279,10 @@ def main(argv: list[str] | None = None) -> None:
         rows = [records[n.key] for n in nets]
     else:
         rows = list(records.values())
+    for r in rows:
+        if "skipped" in r:
+            print(f"skipped {r['source']}: brief training estimated at {r['skipped']:.0f} s")
+    rows = [r for r in rows if "skipped" not in r]
     if len(rows) < 3:
         raise SystemExit(f"{len(rows)} networks measured: too few to rank")
     rho = report(rows)

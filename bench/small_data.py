@@ -73,7 +73,11 @@ def describe(name: str, study: optuna.Study, wall: float) -> float:
     states = [t.state for t in study.trials]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = max((t.values[0] for t in complete), default=float("nan"))
-    budget = {t.user_attrs.get("epochs_budget") for t in study.trials} - {None}
+    budget = {
+        float(t.user_attrs["epochs_budget"])
+        for t in study.trials
+        if "epochs_budget" in t.user_attrs
+    }
     print(
         f"{name:<14} complete {states.count(optuna.trial.TrialState.COMPLETE):>2}, "
         f"pruned {states.count(optuna.trial.TrialState.PRUNED):>2}, "

@@ -107,7 +107,8 @@ def trial_train_config(
 def comparable_settings(s: Settings) -> dict[str, Any]:
     """The settings two trials must share for their figures to stand on one front: the
     training budget, the limits, how latency is measured, the seed (it carves the
-    validation split) and the attention memory budget (it decides which specs are valid).
+    validation split), the attention memory budget (it decides which specs are valid) and
+    the gradient clipping.
     The study records them; :func:`nas.search._storage.open_study` refuses a run with other
     ones."""
     return {
@@ -122,4 +123,7 @@ def comparable_settings(s: Settings) -> dict[str, Any]:
         "latency_threads": s.latency_threads or s.threads,
         "seed": s.seed,
         "attention_budget_mb": attention_budget_bytes() / 2**20,
+        # The training recipe's one setting that decides whether some networks learn at
+        # all: a study made before it was the default holds trials trained without it.
+        "grad_clip": TrainConfig().grad_clip,
     }
