@@ -1,4 +1,6 @@
-"""Shared helpers of bench/pruning.py and bench/search.py: run real searches, score them.
+"""Shared helpers of the benchmarks: run real searches and score them (bench/pruning.py,
+bench/search.py); sample the default space as a search would train it (bench/fidelity.py,
+bench/grad_clip.py).
 
 A search here is what ``python -m nas.search`` runs — the same ``Objective`` (latency
 measured before training, rungs reported through ``nas.search._pruning``), the same ``run_trial``,
@@ -34,6 +36,7 @@ from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.data import Data, Split, load_data
+from nas.model import ArchSpec, Task, build_model
 from nas.search import (
     BASELINES,
     Limits,
@@ -47,7 +50,7 @@ from nas.search import (
     open_study,
     run_trial,
 )
-from nas.train import TrainConfig
+from nas.train import TrainConfig, count_flops
 
 OUT = Path(__file__).resolve().parent / "out"
 OBJECTIVES = ("accuracy", "latency")
@@ -228,3 +231,37 @@ def table(rows: Sequence[Sequence[object]]) -> str:
     text = [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in text) for i in range(len(text[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in text)
+
+
+def space_samples(task: Task, n: int, seed: int) -> list[tuple[str, ArchSpec]]:
+    """``n`` seeded random samples of the default space that a search would train: those
+    over its default FLOPs limit are skipped, as the search refuses them untrained."""
+    space = load_space("attention_cnn")
+    limit = default_max_flops(None, task)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out: list[tuple[str, ArchSpec]] = []
+    while len(out) < n:
+        spec = space.suggest(study.ask(), task)
+        if limit is None or count_flops(build_model(spec), spec.input) <= limit:
+            out.append((f"sample {study.trials[-1].number}", spec))
+    return out
+
+
+class OverCost(Exception):
+    """A network whose training the search's cost limit would refuse."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"training estimated at {seconds:.0f} s")
+        self.seconds = seconds
+
+
+def cost_cap(seconds: float) -> Callable[[float, bool], None]:
+    """A trainer ``estimate`` callback raising :class:`OverCost` over ``seconds``: the
+    benchmarks skip what the search's cost limit would refuse (on this CPU a few random
+    samples of the default space train for 10 minutes where most take a minute)."""
+
+    def estimate(estimated: float, final: bool) -> None:
+        if estimated > seconds:
+            raise OverCost(estimated)
+
+    return estimate

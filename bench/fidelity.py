@@ -46,21 +46,16 @@ from typing import Any
 
 import optuna
 import torch
+from _common import OverCost, cost_cap, space_samples
 from optuna.trial import FixedTrial
 from scipy.stats import spearmanr
 
 from nas.data import Data, load_data
 from nas.export import ExportError, retrain_on
 from nas.model import ArchSpec, build_model
-from nas.search import (
-    BASELINES,
-    DEFAULT_EPOCHS,
-    default_max_flops,
-    load_builtin_space,
-    trial_train_config,
-)
+from nas.search import BASELINES, DEFAULT_EPOCHS, load_builtin_space, trial_train_config
 from nas.search._settings import MIN_TRAIN_STEPS
-from nas.train import TrainConfig, count_flops, train
+from nas.train import TrainConfig, train
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -89,15 +84,7 @@ def networks(args: argparse.Namespace, data: Data) -> list[Network]:
         study = optuna.load_study(study_name=args.study_name, storage=args.front)
         for t in sorted(study.best_trials, key=lambda t: t.number):
             found.append(Network(f"front {t.number}", ArchSpec.from_dict(t.user_attrs["arch"])))
-    space = load_builtin_space("attention_cnn")
-    limit = default_max_flops(None, task)
-    sampler = optuna.samplers.RandomSampler(seed=args.seed)
-    samples = optuna.create_study(sampler=sampler)
-    while sum(n.source.startswith("sample") for n in found) < args.sampled:
-        spec = space.suggest(samples.ask(), task)
-        if limit is not None and count_flops(build_model(spec), spec.input) > limit:
-            continue  # the search refuses it before training
-        found.append(Network(f"sample {samples.trials[-1].number}", spec))
+    found += [Network(name, spec) for name, spec in space_samples(task, args.sampled, args.seed)]
     for name in BASELINES:
         found.append(Network(name, load_builtin_space(name).suggest(FixedTrial({}), task)))
     seen: set[str] = set()
@@ -120,10 +107,6 @@ def measure(net: Network, index: int, data: Data, args: argparse.Namespace) -> d
     record: dict[str, Any] = {"key": net.key, "settings": settings_key(args), "source": net.source}
     record |= {"summary": net.spec.summary(), "ops": attention_ops(net.spec)}
 
-    def estimate(seconds: float, final: bool) -> None:
-        if seconds > args.max_train_seconds:
-            raise OverCost(seconds)
-
     try:
         short = train(
             model,
@@ -131,7 +114,7 @@ def measure(net: Network, index: int, data: Data, args: argparse.Namespace) -> d
             config,
             report=lambda e, a: rungs.append((e, a)),
             device=args.device,
-            estimate=estimate,
+            estimate=cost_cap(args.max_train_seconds),
         )
     except OverCost as e:
         return record | {"skipped": e.seconds}
@@ -146,14 +129,6 @@ def measure(net: Network, index: int, data: Data, args: argparse.Namespace) -> d
         "long_test": test,
         "long_seconds": time.perf_counter() - started,
     }
-
-
-class OverCost(Exception):
-    """A network whose brief training the search would refuse as too costly."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"{seconds:.0f} s")
-        self.seconds = seconds
 
 
 def settings_key(args: argparse.Namespace) -> str:

@@ -8,7 +8,7 @@ Reproduce (about 12 minutes on a 2-core CPU)::
 Networks: ``--samples`` random samples of the default space (``attention_cnn``, seeded;
 those over the search's default FLOPs limit skipped, as the search skips them) and the
 hand design ``seed_cnn``; a network whose training is estimated from its first steps at
-over ``--max-seconds`` is skipped and named (the search's cost limit refuses such). Each
+over ``--max-train-seconds`` is skipped and named (the search's cost limit refuses such). Each
 is trained exactly as a search trial trains
 (``nas.search.trial_train_config``: the default budget, 128 optimiser steps on
 Fashion-MNIST), from the same initialisation and seed, once with ``grad_clip=None`` and
@@ -23,29 +23,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-from collections.abc import Callable
 
 import optuna
 import torch
+from _common import OverCost, cost_cap, space_samples
 from optuna.trial import FixedTrial
 
 from nas.data import load_data
-from nas.model import ArchSpec, build_model
-from nas.search import DEFAULT_EPOCHS, default_max_flops, load_builtin_space, trial_train_config
+from nas.model import build_model
+from nas.search import DEFAULT_EPOCHS, load_builtin_space, trial_train_config
 from nas.search._settings import MIN_TRAIN_STEPS
-from nas.train import TrainConfig, count_flops, train
-
-
-class OverCost(Exception):
-    """A network whose training the search would refuse as too costly."""
-
-
-def cap(seconds: float) -> Callable[[float, bool], None]:
-    def estimate(estimated: float, final: bool) -> None:
-        if estimated > seconds:
-            raise OverCost(f"{estimated:.0f}")
-
-    return estimate
+from nas.train import TrainConfig, train
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
-        "--max-seconds",
+        "--max-train-seconds",
         type=float,
         default=120.0,
         help="skip a network whose training is estimated over this (the search's cost "
@@ -69,14 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     config = trial_train_config(
         task.kind, len(data.train.y), DEFAULT_EPOCHS[task.kind], MIN_TRAIN_STEPS
     )
-    space = load_builtin_space("attention_cnn")
-    limit = default_max_flops(None, task)
-    samples = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=args.seed))
-    nets: list[tuple[str, ArchSpec]] = []
-    while len(nets) < args.samples:
-        spec = space.suggest(samples.ask(), task)
-        if limit is None or count_flops(build_model(spec), spec.input) <= limit:
-            nets.append((f"sample {samples.trials[-1].number}", spec))
+    nets = space_samples(task, args.samples, args.seed)
     nets.append(("seed_cnn", load_builtin_space("seed_cnn").suggest(FixedTrial({}), task)))
 
     chance = 2.0 / task.classes
@@ -88,9 +69,14 @@ def main(argv: list[str] | None = None) -> None:
         for clip in (None, TrainConfig().grad_clip):
             run = dataclasses.replace(config, seed=seed, grad_clip=clip)
             try:
-                r = train(build_model(spec, seed=seed), data, run, estimate=cap(args.max_seconds))
+                r = train(
+                    build_model(spec, seed=seed),
+                    data,
+                    run,
+                    estimate=cost_cap(args.max_train_seconds),
+                )
             except OverCost as e:
-                print(f"{name:<10} skipped: training estimated at {e} s (--max-seconds)")
+                print(f"{name:<10} skipped: {e} (--max-train-seconds)")
                 break
             accs.append((r.val_accuracy, r.loss_curve[-1][1] if r.loss_curve else float("nan")))
         if len(accs) < 2:

@@ -180,8 +180,9 @@ class Objective:
             limit = self.cost_limit
             if limit is None:
                 return
-            # At the first look (one step timed) only a candidate far over is refused: a
-            # slow network's first steps are the costliest of its refusal.
+            # At the first look (one step timed) only a candidate far over is refused:
+            # the steps before the final estimate are what a refusal costs, and a very
+            # slow network's take half a minute.
             if seconds > limit.seconds * (1.0 if final else FIRST_LOOK_MARGIN):
                 raise optuna.TrialPruned(
                     f"{OVER_BUDGET} training estimated at {seconds:.4g} s from "

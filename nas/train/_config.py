@@ -50,10 +50,10 @@ class TrainConfig:
         start_factor: onecycle's starting fraction of ``lr``.
         end_factor: final fraction of ``lr`` for both schedules.
         label_smoothing: cross-entropy label smoothing.
-        grad_clip: max global gradient norm, or None for no clipping. At norm 1, networks
-            that diverged at the search's lr (loss growing to ~9, accuracy at chance, about
-            one random sample of the default space in three) train like the rest, and the
-            others are unchanged within noise (``bench/grad_clip.py``).
+        grad_clip: max global gradient norm, or None for no clipping. At norm 1 a network
+            that diverged at the search's learning rate (loss growing to ~9, accuracy at
+            chance) trains like the rest, and the others do no worse (the README's
+            "Training briefly", ``bench/grad_clip.py``).
         crop_pad: random translation of up to this many pixels (0 disables).
         pad_mode: ``reflect`` or ``zeros`` padding for the translation.
         flip: random horizontal flips, applied only when the dataset allows them.
