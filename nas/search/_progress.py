@@ -88,16 +88,11 @@ class Progress:
         self.bar.close()
 
 
-def running_status(study: optuna.Study) -> list[str]:
-    """One phrase per running trial: its latency, the epoch its training reached of the
-    study's budget, its last rung's accuracy, and the time its training is estimated to
-    take still (training only: rungs are extra). Stored values are shown only when they are
-    finite numbers."""
-    return [what + to_go for what, to_go in running_phrases(study.get_trials(deepcopy=False))]
-
-
 def running_phrases(trials: list[FrozenTrial]) -> list[tuple[str, str]]:
-    """:func:`running_status`'s phrases, each as (what the trial did, its time to go)."""
+    """One phrase per running trial, as (what it did, its time to go): its latency, the
+    epoch its training reached of the study's budget, its last rung's accuracy, and the
+    time its training is estimated to take still (training only: rungs are extra). Stored
+    values are shown only when they are finite numbers."""
     now = datetime.datetime.now()
     return [_phrase(t, now) for t in trials if t.state == TrialState.RUNNING]
 

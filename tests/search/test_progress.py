@@ -7,7 +7,12 @@ import optuna
 import pytest
 
 from nas.search._optuna import write_intermediate
-from nas.search._progress import Progress, running_status
+from nas.search._progress import Progress, running_phrases
+
+
+def running_status(study: optuna.Study) -> list[str]:
+    """The status line's phrases, one per running trial."""
+    return [what + to_go for what, to_go in running_phrases(study.get_trials(deepcopy=False))]
 
 
 def running_study() -> tuple[optuna.Study, optuna.Trial]:
