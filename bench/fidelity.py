@@ -96,8 +96,8 @@ def networks(args: argparse.Namespace, data: Data) -> list[Network]:
     return unique
 
 
-def measure(net: Network, index: int, data: Data, args: argparse.Namespace) -> dict[str, Any]:
-    seed = args.seed + index
+def measure(net: Network, data: Data, args: argparse.Namespace) -> dict[str, Any]:
+    seed = args.seed  # one seed for every network: a record does not depend on the list
     config = trial_train_config(
         data.task.kind, len(data.train.y), DEFAULT_EPOCHS[data.task.kind], MIN_TRAIN_STEPS
     )
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         for i, net in enumerate(nets):
             if net.key in records:
                 continue
-            row = measure(net, i, data, args)
+            row = measure(net, data, args)
             records[net.key] = row
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
