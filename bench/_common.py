@@ -39,6 +39,7 @@ from nas.data import Data, Split, load_data
 from nas.model import ArchSpec, Task, build_model
 from nas.search import (
     BASELINES,
+    DEFAULT_EPOCHS,
     Limits,
     Objective,
     default_max_flops,
@@ -49,7 +50,9 @@ from nas.search import (
     make_storage,
     open_study,
     run_trial,
+    trial_train_config,
 )
+from nas.search._settings import MIN_TRAIN_STEPS
 from nas.train import TrainConfig, count_flops
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -265,3 +268,10 @@ def cost_cap(seconds: float) -> Callable[[float, bool], None]:
             raise OverCost(estimated)
 
     return estimate
+
+
+def default_trial_config(data: Data) -> TrainConfig:
+    """How a trial of the default search trains on ``data``: its default epochs and step
+    floor, as ``python -m nas.search`` without ``--epochs`` sets them."""
+    kind = data.task.kind
+    return trial_train_config(kind, len(data.train.y), DEFAULT_EPOCHS[kind], MIN_TRAIN_STEPS)

@@ -46,15 +46,14 @@ from typing import Any
 
 import optuna
 import torch
-from _common import OverCost, cost_cap, space_samples
+from _common import OverCost, cost_cap, default_trial_config, space_samples
 from optuna.trial import FixedTrial
 from scipy.stats import spearmanr
 
 from nas.data import Data, load_data
 from nas.export import ExportError, retrain_on
 from nas.model import ArchSpec, build_model
-from nas.search import BASELINES, DEFAULT_EPOCHS, load_builtin_space, trial_train_config
-from nas.search._settings import MIN_TRAIN_STEPS
+from nas.search import BASELINES, load_builtin_space
 from nas.train import TrainConfig, train
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -98,10 +97,7 @@ def networks(args: argparse.Namespace, data: Data) -> list[Network]:
 
 def measure(net: Network, data: Data, args: argparse.Namespace) -> dict[str, Any]:
     seed = args.seed  # one seed for every network: a record does not depend on the list
-    config = trial_train_config(
-        data.task.kind, len(data.train.y), DEFAULT_EPOCHS[data.task.kind], MIN_TRAIN_STEPS
-    )
-    config = replace(config, seed=seed)
+    config = replace(default_trial_config(data), seed=seed)
     model = build_model(net.spec, seed=seed)
     rungs: list[tuple[float, float]] = []
     record: dict[str, Any] = {"key": net.key, "settings": settings_key(args), "source": net.source}

@@ -26,13 +26,12 @@ import statistics
 
 import optuna
 import torch
-from _common import OverCost, cost_cap, space_samples
+from _common import OverCost, cost_cap, default_trial_config, space_samples
 from optuna.trial import FixedTrial
 
 from nas.data import load_data
 from nas.model import build_model
-from nas.search import DEFAULT_EPOCHS, load_builtin_space, trial_train_config
-from nas.search._settings import MIN_TRAIN_STEPS
+from nas.search import load_builtin_space
 from nas.train import TrainConfig, train
 
 
@@ -54,9 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     data = load_data(args.dataset, device="cpu", seed=args.seed)
     task = data.task
-    config = trial_train_config(
-        task.kind, len(data.train.y), DEFAULT_EPOCHS[task.kind], MIN_TRAIN_STEPS
-    )
+    config = default_trial_config(data)
     nets = space_samples(task, args.samples, args.seed)
     nets.append(("seed_cnn", load_builtin_space("seed_cnn").suggest(FixedTrial({}), task)))
 

@@ -48,8 +48,8 @@ def first_judged_step(train_size: int, batch_size: int) -> int:
 # is refused there; otherwise the estimate from four steps decides.
 FIRST_LOOK_MARGIN = 2.0
 
-# How the reason of a candidate refused over a limit starts (the report and the cost limit
-# read it).
+# How the reason of a candidate refused over a limit starts (the cost limit reads it: such
+# trials' estimates stay out of its median).
 OVER_BUDGET = "over budget, not trained:"
 
 
