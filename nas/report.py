@@ -108,7 +108,12 @@ def _latency(t: FrozenTrial) -> float | None:
 def structure(spec: ArchSpec | None) -> dict[str, Any]:
     if spec is None:
         return {}
-    row: dict[str, Any] = {"n_stages": len(spec.stages), "stem_width": spec.stem.width}
+    stem = spec.stem
+    row: dict[str, Any] = {
+        "n_stages": len(spec.stages),
+        "stem": stem.kind,
+        "stem_width": stem.width,
+    }
     for i, s in enumerate(spec.stages):
         a = s.attention
         heads = a.heads if a and a.op != "channel" else None  # channel attention has none
@@ -132,7 +137,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         rows.append(row | structure(_spec(t)))
     n_stages = max((r.get("n_stages", 0) for r in rows), default=0)
     columns = list(dict.fromkeys(["number", "state", *value_cols, *ATTR_COLUMNS]))
-    columns += ["n_stages", "stem_width"]
+    columns += ["n_stages", "stem", "stem_width"]
     columns += [f"s{i}_{k}" for i in range(n_stages) for k in STAGE_FIELDS]
     columns += ["global_pool", "head_hidden"]
     # Objects, not inferred dtypes: a width missing in some rows stays "64", not "64.0".

@@ -67,7 +67,7 @@ def test_csv_has_one_row_per_trial_with_structure(
     for column in (
         *("number", "state", "accuracy", "latency_ms", "latency_iqr_ms", "params", "flops"),
         *("epochs_done", "images_per_second", "train_status", "reason", "baseline", "summary"),
-        *("n_stages", "stem_width", *STAGE0, "global_pool", "head_hidden"),
+        *("n_stages", "stem", "stem_width", *STAGE0, "global_pool", "head_hidden"),
     ):
         assert column in table.columns, column
     assert set(table["baseline"].dropna()) == {"seed_cnn", "resnet"}
@@ -75,8 +75,10 @@ def test_csv_has_one_row_per_trial_with_structure(
     values = {t.number: t.values[0] for t in study.trials if t.state == TrialState.COMPLETE}
     assert dict(zip(complete["number"], complete["accuracy"], strict=True)) == pytest.approx(values)
     # Every trial of a real search has a valid arch: its structure is all there.
-    assert table["n_stages"].notna().all() and table["s0_block"].notna().all()
-    assert set(table["s0_attention"]) <= set(ATTENTION_OPS)
+    staged = table[table["n_stages"] > 0]
+    assert table["n_stages"].notna().all() and staged["s0_block"].notna().all()
+    assert set(table["stem"]) <= {"conv", "patch", "none"}
+    assert set(staged["s0_attention"]) <= set(ATTENTION_OPS)
     seed_cnn = table[table["baseline"] == "seed_cnn"].iloc[0]
     assert (seed_cnn["n_stages"], seed_cnn["stem_width"], seed_cnn["head_hidden"]) == (1, 64, "512")
     assert pd.isna(seed_cnn.get("s1_block", float("nan")))  # a one-stage net: no stage 1

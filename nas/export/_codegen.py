@@ -145,8 +145,8 @@ class _Model:
         return None if code is None else code.format(dims=self.dims)
 
 
-def _most_common(values: list[str]) -> str:
-    return Counter(values).most_common(1)[0][0]
+def _most_common(values: list[str], default: str) -> str:
+    return Counter(values).most_common(1)[0][0] if values else default
 
 
 def _shape(c: int, h: int, w: int, dims: int = 2) -> str:
@@ -160,29 +160,54 @@ def _call(call: Call | str, prefix: str, tail: str, indent: int) -> list[str]:
 
 
 def _convs_norms_acts(spec: ArchSpec) -> tuple[list[str], list[str]]:
-    """The norms and activations of the model's convs: a text stem (an embedding) has none."""
-    stem = [] if spec.input.is_text else [(spec.stem.norm, spec.stem.activation)]
+    """The norms and activations of the model's convs: a text stem (an embedding) and an
+    absent one have none."""
+    convs = not spec.input.is_text and spec.stem.kind != "none"
+    stem = [(spec.stem.norm, spec.stem.activation)] if convs else []
     pairs = stem + [(s.norm, s.activation) for s in spec.stages]
     return [norm for norm, _ in pairs], [act for _, act in pairs]
+
+
+def _stem_lines(spec: ArchSpec, m: _Model) -> list[str]:
+    """``self.stem = …``, or nothing for an image read as it is."""
+    stem = spec.stem
+    if spec.input.is_text:
+        return [
+            "# Token embeddings; id 0 pads (a zero vector that is never trained).",
+            f"self.stem = nn.Embedding(VOCAB_SIZE, {stem.width}, padding_idx=0)",
+        ]
+    if stem.kind == "none":
+        return []
+    cin = spec.input.channels
+    if stem.kind == "conv":
+        call = m.conv(cin, stem.width, stem.kernel, stem.stride, stem.norm, stem.activation)
+        return _call(call, "self.stem = ", "", 8)
+    # A patch embedding: the conv's window is its stride and it has no padding.
+    p, norm = stem.stride, stem.norm
+    conv = f"nn.Conv2d({cin}, {stem.width}, {p}, stride={p}, bias={norm == 'none'})"
+    norm_call = "nn.Identity()" if norm == "none" else f"{m.norm_code(norm)}({stem.width})"
+    inp = spec.input
+    shapes = f"{_shape(cin, inp.height, inp.width)} → {_shape(stem.width, *spec.stem_resolution())}"
+    return [
+        f"# {p}x{p} patches, no overlap: {shapes}",
+        *wrap(
+            "self.stem = nn.Sequential",
+            [conv, norm_call, f"{ACTIVATION_CODE[stem.activation]}()"],
+            "",
+            8,
+        ),
+    ]
 
 
 def render_net(spec: ArchSpec) -> tuple[str, _Model]:
     """The ``Net`` class source, and what it uses."""
     norms, acts = _convs_norms_acts(spec)
-    m = _Model(spec, norm=_most_common(norms), act=_most_common(acts))
+    m = _Model(spec, norm=_most_common(norms, "batch"), act=_most_common(acts, "relu"))
     dims = m.dims
     stem = spec.stem
-    if spec.input.is_text:
-        lines = [
-            "# Token embeddings; id 0 pads (a zero vector that is never trained).",
-            f"self.stem = nn.Embedding(VOCAB_SIZE, {stem.width}, padding_idx=0)",
-        ]
-    else:
-        stem_call = m.conv(
-            spec.input.channels, stem.width, stem.kernel, stem.stride, stem.norm, stem.activation
-        )
-        lines = _call(stem_call, "self.stem = ", "", 8)
-    lines.append("self.stages = nn.Sequential(")
+    lines = _stem_lines(spec, m)
+    if spec.stages:
+        lines.append("self.stages = nn.Sequential(")
     cin = stem.width
     for i, (stage, (h, w)) in enumerate(zip(spec.stages, spec.resolutions(), strict=True)):
         down = m.downsample(stage)
@@ -205,7 +230,8 @@ def render_net(spec: ArchSpec) -> tuple[str, _Model]:
             lines += ["        " + x for x in _call(down, "downsample=", ",", 16)]
         lines.append("    ),")
         cin = stage.width
-    lines.append(")")
+    if spec.stages:
+        lines.append(")")
     if spec.global_pool == "attention":
         lines.append(f"self.global_pool = AttentionGlobalPool({cin})")
     head = []
@@ -218,12 +244,15 @@ def render_net(spec: ArchSpec) -> tuple[str, _Model]:
     head.append(f"nn.Linear({features}, {spec.classes})")
     lines += wrap("self.head = nn.Sequential", head, "", 8)
 
-    first = _shape(stem.width, *spec.resolutions()[0], dims)
-    forward = [
-        f"x = self.stem(x).transpose(1, 2)  # (B, L) ids → {first}, channels first"
-        if spec.input.is_text
-        else f"x = self.stem(x)  # {first}",
-        f"x = self.stages(x)  # {_shape(cin, *spec.final_resolution(), dims)}",
+    first = _shape(stem.width, *spec.stem_resolution(), dims)
+    forward = []
+    if spec.input.is_text:
+        forward.append(f"x = self.stem(x).transpose(1, 2)  # (B, L) ids → {first}, channels first")
+    elif stem.kind != "none":
+        forward.append(f"x = self.stem(x)  # {first}")
+    if spec.stages:
+        forward.append(f"x = self.stages(x)  # {_shape(cin, *spec.final_resolution(), dims)}")
+    forward += [
         f"x = {Dims(dims).format(GLOBAL_POOL_CODE[spec.global_pool])}",
         "return self.head(x)",
     ]
@@ -348,10 +377,12 @@ def render_code(
     if "group" in _convs_norms_acts(spec)[0]:
         pieces.append(GROUP_NORM)
     defaults = {"norm": m.norm_code(m.norm), "act": ACTIVATION_CODE[m.act]}
-    pieces.append(d.format(CONV_NORM_ACT, **defaults))
     args = BLOCK_ARGS.format(**defaults)
     words = BLOCK_WORDS[m.dims]
-    pieces += [BLOCKS[kind].format(args=args, **words) for kind in BLOCK_CLASS if kind in m.blocks]
+    blocks = [BLOCKS[kind].format(args=args, **words) for kind in BLOCK_CLASS if kind in m.blocks]
+    if any("conv_norm_act(" in piece for piece in [net, *blocks]):
+        pieces.append(d.format(CONV_NORM_ACT, **defaults))
+    pieces += blocks
     if any("relbias" in p for p in m.positions.values()):
         pieces.append(RELATIVE_POSITION_INDEX[m.dims])
     for op in ATTENTION_CLASS:  # a stable order
@@ -364,25 +395,27 @@ def render_code(
         pieces.append(ATTENTION_POOL[m.dims])
     if spec.global_pool == "attention":
         pieces.append(ATTENTION_GLOBAL_POOL)
-    pieces += [STAGE, net, ENCODE if text else PREPROCESS]
+    pieces += [*([STAGE] if spec.stages else []), net, ENCODE if text else PREPROCESS]
     body = "\n\n\n".join(p.strip("\n") for p in pieces)
-    imports = ["from __future__ import annotations", ""]
+    stdlib = []
     if text:
-        imports += ["import functools", "import json"]
+        stdlib += ["import functools", "import json"]
     if "math." in body:
-        imports.append("import math")
+        stdlib.append("import math")
     if text:
-        imports += [
+        stdlib += [
             "import re",
             "from collections.abc import Callable, Sequence",
             "from pathlib import Path",
         ]
-    else:
-        imports.append("from collections.abc import Callable")
-    imports += ["", "import torch"]
+    elif "Callable[" in body:
+        stdlib.append("from collections.abc import Callable")
+    torch_imports = ["import torch"]
     if "F." in body:
-        imports.append("import torch.nn.functional as F")
-    imports.append("from torch import nn")
+        torch_imports.append("import torch.nn.functional as F")
+    torch_imports.append("from torch import nn")
+    groups = [["from __future__ import annotations"], stdlib, torch_imports]
+    imports = "\n\n".join("\n".join(group) for group in groups if group).split("\n")
     constants = (
         _text_constants(spec)
         if text

@@ -13,6 +13,7 @@ from nas.model._builder import Stage, build_attention, build_model
 from nas.model._plain import ArchSpecError
 from nas.model._spec import (
     ATTENTION_FIELDS,
+    STEM_KINDS,
     ArchSpec,
     AttentionSpec,
     HeadSpec,
@@ -27,6 +28,7 @@ __all__ = [
     "ATTENTION_FIELDS",
     "FASHION_MNIST",
     "MAX_ATTENTION_BUDGET_MB",
+    "STEM_KINDS",
     "ArchSpec",
     "ArchSpecError",
     "AttentionSpec",

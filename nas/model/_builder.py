@@ -53,7 +53,8 @@ class Stage(nn.Module):
 
 
 class Net(nn.Module):
-    """stem → stages → global_pool → head, as the spec says."""
+    """stem → stages → global_pool → head, as the spec says (an absent stem or no stages:
+    an identity)."""
 
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
@@ -61,12 +62,15 @@ class Net(nn.Module):
         self.stem: nn.Module
         if spec.input.is_text:
             self.stem = layers.TokenEmbedding(spec.input.vocab_size, stem.width)
+        elif stem.kind == "none":
+            self.stem = nn.Identity()
         else:
             self.stem = layers.ConvNormAct(
                 spec.input.channels,
                 stem.width,
                 stem.kernel,
                 stride=stem.stride,
+                padding=0 if stem.kind == "patch" else None,
                 norm=stem.norm,
                 activation=stem.activation,
             )

@@ -13,6 +13,10 @@ Layout of the network a spec describes::
     input → stem → stages[0] → … → stages[-1] → global_pool → head → logits
     stage = blocks (depth × block, the first changes the width) → attention → downsample
 
+There may be no stage (the pool reads the stem's map) and, for images, no stem
+(``stem.kind="none"``: the stages or the pool read the pixels), so a spec spans from an
+MLP on the flattened image to a deep attention CNN.
+
 Images and text share the layout. An image input is ``channels × height × width``
 pixels and the stem is a conv. A text input is a sequence of ``L`` token ids, described
 as a 1×L map (``InputSpec(1, 1, L, kind="text", vocab_size=V)``) so that resolutions,
@@ -21,7 +25,8 @@ memory budget are the same arithmetic; its stem is an embedding of ``stem.width`
 dimensions and its stages run 1-D layers over the L positions.
 
 Schema versions: 1 had no ``input.kind``/``input.vocab_size`` (every spec was an
-image); 2 added them. Version-1 dicts still load, as images.
+image); 2 added them; 3 added ``stem.kind`` (``patch`` and ``none`` beside ``conv``) and
+allows zero stages. Older dicts still load (version 1 as images, both with conv stems).
 """
 
 from __future__ import annotations
@@ -42,10 +47,12 @@ from nas.model._plain import ArchSpecError, parse, to_plain
 if TYPE_CHECKING:
     from nas.model._task import Task
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Versions from_dict reads; what each added is in the module docstring.
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 INPUT_KINDS = ("image", "text")
+STEM_KINDS = ("conv", "patch", "none")
+MAX_PATCH = 16
 # Ids 0 and 1 pad and stand for unknown tokens: a vocabulary needs at least one word more.
 MIN_VOCAB_SIZE = 3
 MAX_VOCAB_SIZE = 2**22
@@ -104,10 +111,16 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class StemSpec:
-    """The first conv: input channels → ``width``, ``stride`` 1 or 2.
+    """The first layer, by ``kind``:
 
-    For a text input the stem is a token embedding of ``width`` dimensions; the other
-    fields have no meaning there and must stay at their defaults.
+    - ``conv``: a conv of ``kernel`` (same padding), input channels → ``width``, ``stride``
+      1 or 2; for a text input, a token embedding of ``width`` dimensions (the other
+      fields have no meaning there and must stay at their defaults);
+    - ``patch``: non-overlapping ``stride``×``stride`` patches (``kernel`` equals
+      ``stride``, 2..16; no padding, so an H×W image becomes ⌊H/p⌋×⌊W/p⌋), each projected
+      to ``width`` channels, then the norm and activation;
+    - ``none``: no layer, the pixels go on as they are: ``width`` is the input's channels
+      and the other fields stay at their defaults.
     """
 
     width: int
@@ -115,6 +128,7 @@ class StemSpec:
     stride: int = 1
     norm: str = "batch"
     activation: str = "relu"
+    kind: str = "conv"
 
 
 @dataclass(frozen=True)
@@ -173,10 +187,16 @@ class ArchSpec:
 
     # -- derived facts -------------------------------------------------------------
 
+    def stem_resolution(self) -> tuple[int, int]:
+        """(height, width) of the stem's output (text: (1, L))."""
+        stride = self.stem.stride
+        if self.stem.kind == "patch":  # no padding: a partial patch at the edge is dropped
+            return self.input.height // stride, self.input.width // stride
+        return math.ceil(self.input.height / stride), math.ceil(self.input.width / stride)
+
     def resolutions(self) -> list[tuple[int, int]]:
         """(height, width) at which each stage's blocks and attention run (text: (1, L))."""
-        h = math.ceil(self.input.height / self.stem.stride)
-        w = math.ceil(self.input.width / self.stem.stride)
+        h, w = self.stem_resolution()
         out = []
         for stage in self.stages:
             out.append((h, w))
@@ -185,6 +205,9 @@ class ArchSpec:
         return out
 
     def final_resolution(self) -> tuple[int, int]:
+        """(height, width) of the map the global pool reads."""
+        if not self.stages:
+            return self.stem_resolution()
         h, w = self.resolutions()[-1]
         if self.stages[-1].downsample != "none":
             h, w = math.ceil(h / 2), math.ceil(w / 2)
@@ -200,7 +223,7 @@ class ArchSpec:
 
     def pooled_features(self) -> int:
         """Width of the global pool's output, the head's input."""
-        channels = self.stages[-1].width
+        channels = self.stages[-1].width if self.stages else self.stem.width
         if self.global_pool == "avgmax":
             return 2 * channels
         if self.global_pool == "flatten":
@@ -217,10 +240,14 @@ class ArchSpec:
 
     def summary(self) -> str:
         """One line a person can read: ``stem16 | residual32x2 softmax(2x16) ↓max | …``."""
+        stem = self.stem
         if self.input.is_text:
-            parts = [f"embed{self.stem.width}"]
+            parts = [f"embed{stem.width}"]
+        elif stem.kind == "none":
+            parts = ["pixels"]
         else:
-            parts = [f"stem{self.stem.width}" + ("/2" if self.stem.stride == 2 else "")]
+            name = "patch" if stem.kind == "patch" else "stem"
+            parts = [f"{name}{stem.width}" + (f"/{stem.stride}" if stem.stride > 1 else "")]
         for stage in self.stages:
             text = f"{stage.block}{stage.width}x{stage.depth}"
             if stage.kernel != 3:
@@ -261,13 +288,15 @@ class ArchSpec:
         if type(version) is not int or version not in READABLE_VERSIONS:
             known = " or ".join(map(str, READABLE_VERSIONS))
             raise ArchSpecError("schema_version", f"must be {known}, got {version!r}")
-        if version == 1 and isinstance(body.get("input"), dict):
-            # Version 1 knew only images: a kind in a v1 dict is an edit, not data.
-            for key in ("kind", "vocab_size"):
-                if key in body["input"]:
-                    raise ArchSpecError(
-                        f"input.{key}", "is not a key of schema version 1 (images only)"
-                    )
+        # A key added by a later version, in an older dict, is an edit, not data.
+        added = {2: ("input", ("kind", "vocab_size")), 3: ("stem", ("kind",))}
+        for since, (part, keys) in added.items():
+            if version < since and isinstance(body.get(part), dict):
+                for key in keys:
+                    if key in body[part]:
+                        raise ArchSpecError(
+                            f"{part}.{key}", f"is not a key of schema version {version}"
+                        )
         spec = parse(cls, body, "")
         assert isinstance(spec, ArchSpec)
         return spec
@@ -323,27 +352,9 @@ def _choice(path: str, value: object, choices: tuple[Any, ...] | layers.Registry
 
 def _validate(spec: ArchSpec) -> None:
     _validate_input(spec.input)
-    stem = spec.stem
-    _int("stem.width", stem.width, 1, 1024)
-    _choice("stem.kernel", stem.kernel, KERNELS)
-    _choice("stem.stride", stem.stride, (1, 2))
-    _choice("stem.norm", stem.norm, layers.NORMS)
-    _choice("stem.activation", stem.activation, layers.ACTIVATIONS)
-    if spec.input.is_text:
-        # The stem of a text network is an embedding: one network, one spec, so the conv
-        # fields it does not read stay at their defaults.
-        defaults = StemSpec(stem.width)
-        for name in ("kernel", "stride", "norm", "activation"):
-            value, default = getattr(stem, name), getattr(defaults, name)
-            if value != default:
-                raise _fail(
-                    f"stem.{name}",
-                    f"is not used by a text stem (a token embedding) and must stay "
-                    f"{default!r}, got {value!r}",
-                )
-
-    if not isinstance(spec.stages, tuple) or not 1 <= len(spec.stages) <= 8:
-        raise _fail("stages", f"must be a tuple of 1 to 8 stages, got {spec.stages!r}")
+    _validate_stem(spec.stem, spec.input)
+    if not isinstance(spec.stages, tuple) or not 0 <= len(spec.stages) <= 8:
+        raise _fail("stages", f"must be a tuple of 0 to 8 stages, got {spec.stages!r}")
     budget = attention_budget_bytes()
     # Resolutions need the downsample names checked first; then each stage in turn.
     for i, stage in enumerate(spec.stages):
@@ -391,6 +402,49 @@ def _validate_input(inp: InputSpec) -> None:
             )
     _int("input.width", inp.width, 1, 4096)  # the sequence length L
     _int("input.vocab_size", inp.vocab_size, MIN_VOCAB_SIZE, MAX_VOCAB_SIZE)
+
+
+def _validate_stem(stem: StemSpec, inp: InputSpec) -> None:
+    if not isinstance(stem, StemSpec):
+        raise _fail("stem", f"must be a StemSpec, got {stem!r}")
+    _choice("stem.kind", stem.kind, STEM_KINDS)
+    _int("stem.width", stem.width, 1, 1024)
+    _choice("stem.norm", stem.norm, layers.NORMS)
+    _choice("stem.activation", stem.activation, layers.ACTIVATIONS)
+    # One network, one spec: the fields a stem does not read stay at their defaults.
+    unused: tuple[str, ...] = ()
+    if inp.is_text:
+        if stem.kind != "conv":
+            raise _fail(
+                "stem.kind", f"must be 'conv' (a token embedding) for text, got {stem.kind!r}"
+            )
+        unused, why = ("kernel", "stride", "norm", "activation"), "a text stem (a token embedding)"
+    elif stem.kind == "conv":
+        _choice("stem.kernel", stem.kernel, KERNELS)
+        _choice("stem.stride", stem.stride, (1, 2))
+    elif stem.kind == "patch":
+        _int("stem.stride", stem.stride, 2, min(MAX_PATCH, inp.height, inp.width))
+        if stem.kernel != stem.stride:
+            raise _fail(
+                "stem.kernel",
+                f"must equal the patch size stem.stride={stem.stride} (patches do not "
+                f"overlap), got {stem.kernel!r}",
+            )
+    else:
+        if stem.width != inp.channels:
+            raise _fail(
+                "stem.width",
+                f"must be the input's {inp.channels} channels when there is no stem, "
+                f"got {stem.width}",
+            )
+        unused, why = ("kernel", "stride", "norm", "activation"), "stem kind 'none'"
+    defaults = StemSpec(stem.width)
+    for name in unused:
+        value, default = getattr(stem, name), getattr(defaults, name)
+        if value != default:
+            raise _fail(
+                f"stem.{name}", f"is not used by {why} and must stay {default!r}, got {value!r}"
+            )
 
 
 def _smallest_side(h: int, w: int, dims: int) -> int:

@@ -87,7 +87,8 @@ NORMS.register("none", lambda channels, dims: nn.Identity())
 
 
 class ConvNormAct(nn.Sequential):
-    """Conv (same padding) → norm → activation; the conv has a bias only without a norm."""
+    """Conv (same padding unless ``padding`` says) → norm → activation; the conv has a
+    bias only without a norm."""
 
     def __init__(
         self,
@@ -96,14 +97,16 @@ class ConvNormAct(nn.Sequential):
         kernel: int,
         *,
         stride: int = 1,
+        padding: int | None = None,
         groups: int = 1,
         norm: str = "batch",
         activation: str | None = "relu",
         dims: int = 2,
     ) -> None:
         conv = CONV[dims]
+        pad = kernel // 2 if padding is None else padding
         super().__init__(
-            conv(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=norm == "none"),
+            conv(cin, cout, kernel, stride, pad, groups=groups, bias=norm == "none"),
             NORMS[norm](cout, dims),
             ACTIVATIONS[activation]() if activation else nn.Identity(),
         )

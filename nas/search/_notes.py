@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 
-from nas.model import ArchSpec, AttentionSpec
+from nas.model import ArchSpec, AttentionSpec, StemSpec
 from nas.stored import markdown_text
 
 
@@ -31,10 +31,11 @@ def spec_markdown(spec: ArchSpec, attrs: Mapping[str, Any]) -> str:
     columns += ["act · norm"] if len(act_norm) > 1 else []
     # The dashboard pads cells little: centring short cells keeps neighbours apart.
     align = {"block": ":--", "attention": ":--"}
-    lines += [
-        "| " + " | ".join(columns) + " |",
-        "|" + "|".join(align.get(c, ":-:") for c in columns) + "|",
-    ]
+    if spec.stages:
+        lines += [
+            "| " + " | ".join(columns) + " |",
+            "|" + "|".join(align.get(c, ":-:") for c in columns) + "|",
+        ]
     for i, (stage, (h, w)) in enumerate(zip(spec.stages, spec.resolutions(), strict=True)):
         cells = [
             str(i),
@@ -56,9 +57,9 @@ def spec_markdown(spec: ArchSpec, attrs: Mapping[str, Any]) -> str:
         "",
         f"- **input** {spec.input.channels}×{spec.input.height}×{spec.input.width}, "
         f"{spec.classes} classes",
-        f"- **stem** {stem.width} channels, {stem.kernel}×{stem.kernel} stride {stem.stride}, "
-        + _act_norm(stem.activation, stem.norm),
+        _stem_line(stem),
         *([f"- **stages** {act_norm[0]} throughout"] if len(act_norm) == 1 else []),
+        *([] if spec.stages else ["- **stages** none"]),
         f"- **global pool** {spec.global_pool} → {spec.pooled_features()} features",
         f"- **head** {spec.pooled_features()} → {hidden}{spec.classes}{extras}",
     ]
@@ -80,6 +81,16 @@ def spec_markdown(spec: ArchSpec, attrs: Mapping[str, Any]) -> str:
     if measured:
         lines.append("- " + " · ".join(measured))
     return "\n".join(lines) + "\n"
+
+
+def _stem_line(stem: StemSpec) -> str:
+    if stem.kind == "none":
+        return "- **stem** none: the pixels go on as they are"
+    if stem.kind == "patch":
+        shape = f"{stem.stride}×{stem.stride} patches → {stem.width} channels"
+    else:
+        shape = f"{stem.width} channels, {stem.kernel}×{stem.kernel} stride {stem.stride}"
+    return f"- **stem** {shape}, " + _act_norm(stem.activation, stem.norm)
 
 
 def _act_norm(activation: str, norm: str) -> str:

@@ -17,6 +17,7 @@ from nas.data import Vocabulary
 from nas.export import _codegen as codegen
 from nas.export import _layer_code as layer_code
 from nas.model import (
+    STEM_KINDS,
     ArchSpec,
     AttentionSpec,
     HeadSpec,
@@ -88,7 +89,9 @@ def specs() -> list[tuple[str, ArchSpec]]:
 def ops_of(spec: ArchSpec) -> set[str]:
     used = {spec.global_pool, spec.head.activation}
     if not spec.input.is_text:  # a text stem is an embedding: no norm, no activation
-        used |= {spec.stem.norm, spec.stem.activation}
+        used.add(f"stem:{spec.stem.kind}")
+        if spec.stem.kind != "none":
+            used |= {spec.stem.norm, spec.stem.activation}
     for stage in spec.stages:
         used |= {stage.block, stage.norm, stage.activation, f"down:{stage.downsample}"}
         if stage.attention is not None:
@@ -150,6 +153,32 @@ EXTRA = (
         global_pool="flatten",
         head=HeadSpec(),
         classes=3,
+    ),
+    # The fast end: an MLP on the pixels, patches straight to the head (odd sizes: the
+    # partial patches at the edges are dropped), and one stage on the pixels.
+    ArchSpec(
+        input=InputSpec(1, 28, 28),
+        stem=StemSpec(1, kind="none"),
+        stages=(),
+        global_pool="flatten",
+        head=HeadSpec(hidden=(32,), activation="gelu"),
+        classes=10,
+    ),
+    ArchSpec(
+        input=InputSpec(3, 17, 15),
+        stem=StemSpec(8, kernel=4, stride=4, kind="patch", norm="group", activation="silu"),
+        stages=(),
+        global_pool="flatten",
+        head=HeadSpec(hidden=(16,)),
+        classes=4,
+    ),
+    ArchSpec(
+        input=InputSpec(3, 9, 9),
+        stem=StemSpec(3, kind="none"),
+        stages=(StageSpec("plain", 8, attention=AttentionSpec("channel", reduction=2)),),
+        global_pool="avgmax",
+        head=HeadSpec(),
+        classes=2,
     ),
 )
 
@@ -290,6 +319,8 @@ def test_exported_code_equals_built_model_for_every_op(tmp_path: Path) -> None:
     }
     for kind, ops in covered.items():  # every op, in 2-D and in 1-D
         assert every <= ops, f"not exercised on {kind}: {sorted(every - ops)}"
+    stems = {f"stem:{kind}" for kind in STEM_KINDS}
+    assert stems <= covered["image"], sorted(stems - covered["image"])
     done = subprocess.run(
         [sys.executable, "-c", CHECK, json.dumps(cases)],
         capture_output=True,
@@ -303,7 +334,9 @@ def test_exported_code_equals_built_model_for_every_op(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", EXTRA + EXTRA_TEXT, ids=["odd-sizes", "strided-stem", "text-words", "text-bytes"]
+    "spec",
+    EXTRA + EXTRA_TEXT,
+    ids=["odd-sizes", "strided-stem", "mlp", "patches", "pixels-stage", "text-words", "text-bytes"],
 )
 def test_exported_code_is_lint_clean(spec: ArchSpec, tmp_path: Path) -> None:
     ruff = Path(sys.executable).parent / "ruff"
@@ -343,6 +376,15 @@ def test_generated_code_has_only_what_the_model_uses() -> None:
     assert "self.position" not in conv_class and "rel_table" not in conv_class
     assert "import nas" not in code and "from nas" not in code
     assert "x.flatten(1)" in code
+
+
+def test_fast_end_code_has_no_conv_helpers_it_does_not_use() -> None:
+    mlp = codegen.render_code(EXTRA[2], docstring="x", mean=(0.5,), std=(0.25,))
+    assert "conv_norm_act" not in mlp and "class Stage" not in mlp and "self.stem" not in mlp
+    assert "x = x.flatten(1)" in mlp and "nn.Linear(784, 32)" in mlp
+    patches = codegen.render_code(EXTRA[3], docstring="x", mean=(0.5,), std=(0.25,))
+    assert "nn.Conv2d(3, 8, 4, stride=4, bias=False)" in patches and "3x17x15 → 8x4x3" in patches
+    assert "conv_norm_act" not in patches and "group_norm(8)" in patches
 
 
 def test_text_code_is_1d_with_an_embedding_and_encode() -> None:

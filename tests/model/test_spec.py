@@ -9,6 +9,7 @@ import math
 import pytest
 
 from nas.model import (
+    STEM_KINDS,
     ArchSpec,
     ArchSpecError,
     AttentionSpec,
@@ -17,6 +18,7 @@ from nas.model import (
     StageSpec,
     StemSpec,
 )
+from nas.model._spec import SCHEMA_VERSION
 
 
 def make_spec(**changes: object) -> ArchSpec:
@@ -46,7 +48,7 @@ def with_stage(spec: ArchSpec, index: int, **changes: object) -> tuple[StageSpec
 def test_round_trip_is_exact() -> None:
     spec = make_spec()
     text = spec.to_json()
-    assert json.loads(text)["schema_version"] == 2
+    assert json.loads(text)["schema_version"] == SCHEMA_VERSION == 3
     assert ArchSpec.from_json(text) == spec
     assert ArchSpec.from_json(text).to_json() == text
 
@@ -72,7 +74,7 @@ def test_heads_must_divide_width_names_path_and_value() -> None:
         ({"head": HeadSpec((64,), "swish")}, "head.activation"),
         ({"head": HeadSpec((64,), "relu", 1.0)}, "head.dropout"),
         ({"head": HeadSpec((0,))}, r"head.hidden\[0\]"),
-        ({"stages": ()}, "stages"),
+        ({"stages": (StageSpec("plain", 8),) * 9}, "stages"),
     ],
 )
 def test_invalid_top_level_fields_raise_with_path(changes: dict[str, object], path: str) -> None:
@@ -256,18 +258,65 @@ def test_version_1_dicts_still_load_as_images() -> None:
     v1 = spec.to_dict()
     v1["schema_version"] = 1
     del v1["input"]["kind"], v1["input"]["vocab_size"]  # version 1 had neither
+    del v1["stem"]["kind"]  # nor a stem kind (version 3)
     loaded = ArchSpec.from_dict(v1)
     assert loaded == spec and loaded.input.kind == "image" and loaded.input.vocab_size == 0
-    assert ArchSpec.from_dict(loaded.to_dict()) == spec  # saved again as version 2
+    assert ArchSpec.from_dict(loaded.to_dict()) == spec  # saved again as version 3
     v1["input"]["kind"] = "text"  # version 1 knew only images: this is an edit
     with pytest.raises(ArchSpecError, match=r"^input\.kind is not a key of schema version 1"):
         ArchSpec.from_dict(v1)
 
 
+def test_version_2_dicts_load_with_conv_stems() -> None:
+    spec = make_spec()
+    v2 = spec.to_dict()
+    v2["schema_version"] = 2
+    del v2["stem"]["kind"]
+    assert ArchSpec.from_dict(v2) == spec and spec.stem.kind == "conv"
+    v2["stem"]["kind"] = "none"  # version 2 had conv stems only: this is an edit
+    with pytest.raises(ArchSpecError, match=r"^stem\.kind is not a key of schema version 2"):
+        ArchSpec.from_dict(v2)
+
+
+def test_the_fast_end_mlp_patches_and_no_stages() -> None:
+    mlp = make_spec(stem=StemSpec(1, kind="none"), stages=(), global_pool="flatten")
+    assert mlp.stem_resolution() == mlp.final_resolution() == (28, 28)
+    assert mlp.resolutions() == [] and mlp.pooled_features() == 784
+    assert mlp.summary() == "pixels | flatten | fc[64]→10"
+    # No padding: 28 // 8 = 3 patches a side (the last 4 pixels are dropped).
+    patches = make_spec(
+        stem=StemSpec(16, kernel=8, stride=8, kind="patch"), stages=(), global_pool="flatten"
+    )
+    assert patches.final_resolution() == (3, 3) and patches.pooled_features() == 16 * 9
+    assert patches.summary().startswith("patch16/8 | flatten")
+    staged = make_spec(stem=StemSpec(16, kernel=4, stride=4, kind="patch"))
+    assert staged.resolutions() == [(7, 7), (4, 4)]
+    for spec in (mlp, patches, staged):
+        assert ArchSpec.from_json(spec.to_json()) == spec
+    assert set(STEM_KINDS) == {"conv", "patch", "none"}
+
+
+@pytest.mark.parametrize(
+    ("stem", "message"),
+    [
+        (StemSpec(16, kernel=3, stride=4, kind="patch"), r"stem\.kernel must equal the patch"),
+        (StemSpec(16, kernel=1, stride=1, kind="patch"), r"stem\.stride must be in \[2, 16\]"),
+        (StemSpec(16, kernel=32, stride=32, kind="patch"), r"stem\.stride must be in \[2, 16\]"),
+        (StemSpec(16, kind="none"), r"stem\.width must be the input's 1 channels"),
+        (StemSpec(1, stride=2, kind="none"), r"stem\.stride is not used by stem kind 'none'"),
+        (StemSpec(1, kind="conv2"), r"stem\.kind must be one of"),
+        (StemSpec(16, stride=4), r"stem\.stride must be one of 1, 2"),
+    ],
+)
+def test_stem_kinds_reject_what_they_do_not_read(stem: StemSpec, message: str) -> None:
+    with pytest.raises(ArchSpecError, match=rf"^{message}"):
+        make_spec(stem=stem)
+
+
 def test_text_round_trip_shapes_and_summary() -> None:
     spec = make_text_spec()
     data = json.loads(spec.to_json())
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
     assert data["input"] == {
         "channels": 1,
         "height": 1,
@@ -351,7 +400,8 @@ def test_text_attention_over_the_budget_is_refused() -> None:
         (lambda d: d["input"].update(vocab_size=10**9), r"input\.vocab_size"),
         (lambda d: d["input"].update(kind="image"), r"input\.vocab_size"),  # 500 ids on images
         (lambda d: d["stem"].update(kernel=7), r"stem\.kernel"),
-        (lambda d: d.update(schema_version=3), "schema_version"),
+        (lambda d: d["stem"].update(kind="patch"), r"stem\.kind"),
+        (lambda d: d.update(schema_version=4), "schema_version"),
         (lambda d: d.update(schema_version="2"), "schema_version"),
     ],
 )

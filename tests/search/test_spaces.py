@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import optuna
 import pytest
 import torch
 
+from nas.data import task_for
+from nas.export._codegen import render_code
 from nas.model import ArchSpec, Task, attention_budget_bytes, build_model
 from nas.search import (
     SpaceError,
@@ -59,10 +62,44 @@ def test_replay_gives_the_same_spec() -> None:
         assert suggest(optuna.trial.FixedTrial(params), TASKS[0]) == spec
 
 
+def test_studies_made_before_the_fast_end_still_replay() -> None:
+    """Params and specs recorded from attention_cnn when it had 2–4 stages only (seeded
+    random samples on Fashion-MNIST's shape and a 96×96 RGB one): the same params give
+    the same networks now."""
+    rows = json.loads((Path(__file__).parent / "fixtures" / "attention_cnn_v1.json").read_text())
+    tasks = {
+        "fashion_mnist": task_for("fashion_mnist"),
+        "rgb96": Task("rgb96", "image", 3, 96, 96, 5),
+    }
+    suggest = load_space("attention_cnn").suggest
+    for row in rows:
+        assert suggest(optuna.trial.FixedTrial(row["params"]), tasks[row["task"]]) == (
+            ArchSpec.from_dict(row["spec"])
+        ), row["params"]
+    assert {len(r["spec"]["stages"]) for r in rows} == {2, 3, 4}
+
+
+def test_the_space_spans_an_mlp_to_the_attention_cnn() -> None:
+    """One seeded sample holds an MLP on the pixels, patches straight to the head, a
+    one-stage network and a four-stage CNN with attention in every stage; every sample
+    builds and exports to code that compiles."""
+    task = TASKS[0]
+    specs = [spec for spec, _ in sample(load_space("attention_cnn").suggest, task, 300, seed=5)]
+    kinds = {(s.stem.kind, len(s.stages), s.global_pool == "flatten") for s in specs}
+    assert ("none", 0, True) in kinds and ("patch", 0, True) in kinds
+    assert any(len(s.stages) == 1 for s in specs)
+    assert any(len(s.stages) == 4 and all(st.attention for st in s.stages) for s in specs)
+    for spec in specs:
+        build_model(spec)
+        code = render_code(spec, docstring=spec.summary(), mean=(0.5,), std=(0.25,))
+        compile(code, "model.py", "exec")
+
+
 def test_large_inputs_map_attention_into_the_budget() -> None:
     task = Task("big", "image", 3, 224, 224, 100)
     for spec, _ in sample(load_space("attention_cnn").suggest, task, 30, seed=0):
-        assert spec.stem.stride == 2  # validated on construction, so within budget
+        # Validated on construction, so within budget; a conv stem halves the map.
+        assert spec.stem.stride == 2 if spec.stem.kind == "conv" else spec.stem.kind == "patch"
 
 
 def test_load_space_by_path_and_errors(tmp_path: Path) -> None:
@@ -125,7 +162,7 @@ def test_cli_sample_json_covers_every_op_and_is_reproducible() -> None:
     assert ops == {"softmax", "sigmoid", "sigmoid_norm", "channel", "manet_conv", "manet_pool"}
     downs = {s.downsample for spec in specs for s in spec.stages}
     assert downs >= {"max", "avg", "conv", "attention"}
-    assert {spec.global_pool for spec in specs} == {"avg", "max", "avgmax", "attention"}
+    assert {spec.global_pool for spec in specs} == {"avg", "max", "avgmax", "attention", "flatten"}
     # Same seed, same samples (the readable form, which skips the FLOP counts).
     readable = run_cli("attention_cnn", "--sample", "200", "--seed", "0")
     assert len(readable.stdout.splitlines()) == 200
