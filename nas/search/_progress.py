@@ -102,10 +102,10 @@ def _phrase(t: FrozenTrial, now: datetime.datetime) -> tuple[str, str]:
     budget = number(a.get("epochs_budget"))
     parts = [f"trial {t.number}"]
     if number(a.get("latency_ms")) is not None:
-        parts.append(f"{figure(a['latency_ms'], '.2f')} ms")
+        parts.append(f"{figure(a['latency_ms'], '.3g')} ms")
     done = number(a.get("epochs_done"))
     if done is not None:
-        parts.append(f"epoch {done:.2f}" + (f" of {budget:g}" if budget is not None else ""))
+        parts.append(f"epoch {done:.2f}" + (f" of {budget:.2f}" if budget is not None else ""))
     if t.intermediate_values:
         last = t.intermediate_values[max(t.intermediate_values)]
         parts.append(f"rung accuracy {figure(last, '.4f')}")

@@ -28,6 +28,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.data import is_text_name, load_data
+from nas.model import build_model
 from nas.search._locks import machine_lock_timeout, slot_lock
 from nas.search._objective import OVER_BUDGET, CostLimit, Objective, first_judged_step
 from nas.search._optuna import fail_stale_trials, heartbeat, record_heartbeat, stored_trial
@@ -38,6 +39,7 @@ from nas.search._settings import (
     COST_HISTORY,
     DEFAULT_TRIAL_TIMEOUT,
     MIN_TRIAL_TIMEOUT,
+    REFERENCE_DESIGN,
     TIMEOUT_FACTOR,
     TIMEOUT_HISTORY,
     WORKER_SEED_STRIDE,
@@ -45,10 +47,11 @@ from nas.search._settings import (
     comparable_settings,
     trial_train_config,
 )
-from nas.search._spaces import load_space
+from nas.search._spaces import check_task, load_space
 from nas.search._storage import make_sampler, make_storage, open_study, requeue, slot_counts
 from nas.search._timelimit import time_limit
 from nas.stored import number
+from nas.train import train
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,7 @@ def run_worker(
         device=s.device,
         on_progress=None if on_progress is None else lambda: _show(on_progress, study),
     )
+    reference = None if s.max_train_seconds is not None else reference_cost(objective)
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
     while deadline is None or time.monotonic() < deadline:
         trial = None
@@ -171,7 +175,7 @@ def run_worker(
             time.sleep(2)
             continue
         objective.lock_timeout = machine_lock_timeout(limit)
-        objective.cost_limit = cost_limit(s.max_train_seconds, trials)
+        objective.cost_limit = cost_limit(s.max_train_seconds, trials, reference)
         run_trial(study, trial, objective, limit)
         if on_progress is not None:
             on_progress(study)
@@ -201,13 +205,20 @@ def trial_time_limit(given: float | None, trials: list[FrozenTrial]) -> float | 
     return max(MIN_TRIAL_TIMEOUT, TIMEOUT_FACTOR * statistics.median(durations))
 
 
-def cost_limit(given: float | None, trials: list[FrozenTrial]) -> CostLimit | None:
+def cost_limit(
+    given: float | None, trials: list[FrozenTrial], reference: float | None = None
+) -> CostLimit | None:
     """The training cost the next trial may have: ``--max-train-seconds`` (0: none), else
+    the larger of ``reference`` (the hand design's cost here, :func:`reference_cost`) and
     ``COST_FACTOR`` times the median estimated training cost of the study's finished
-    trials, once ``COST_HISTORY`` have one (before that, only the trial's time limit bounds
-    it). Pruned trials count: their estimate is of the whole budget, as a complete one's
-    is, and early in a search most trials are pruned; those refused over a limit do not,
-    or each refusal would raise the limit for the next."""
+    trials, once ``COST_HISTORY`` have one (with neither, only the trial's time limit
+    bounds it). Pruned trials count: their estimate is of the whole budget, as a complete
+    one's is, and early in a search most trials are pruned; those refused over a limit do
+    not, or each refusal would raise the limit for the next.
+
+    The floor: a space that spans cheap and costly networks (an MLP trains in a second, an
+    attention CNN in a minute) would otherwise, once its cheap ones had set the median,
+    refuse every CNN and keep the search at the fast end."""
     if given is not None:
         return CostLimit(given, "--max-train-seconds") if given else None
     finished = [
@@ -217,14 +228,58 @@ def cost_limit(given: float | None, trials: list[FrozenTrial]) -> CostLimit | No
     ]
     estimates = [number(t.user_attrs.get("train_estimate_s")) for t in finished]
     seconds = [float(x) for x in estimates if x is not None and x > 0]
-    if len(seconds) < COST_HISTORY:
-        return None
-    median = statistics.median(seconds)
-    return CostLimit(
-        COST_FACTOR * median,
-        f"{COST_FACTOR:g}x the median estimated training cost of the study's "
-        f"{len(seconds)} trials, {median:.1f} s; --max-train-seconds sets it",
+    median = statistics.median(seconds) if len(seconds) >= COST_HISTORY else None
+    floor = (
+        ""
+        if reference is None
+        else f"{REFERENCE_DESIGN}'s estimated training cost here, {reference:.1f} s"
     )
+    if median is not None and (reference is None or COST_FACTOR * median > reference):
+        return CostLimit(
+            COST_FACTOR * median,
+            f"{COST_FACTOR:g}x the median estimated training cost of the study's "
+            f"{len(seconds)} trials, {median:.1f} s"
+            + (f" (over {floor})" if floor else "")
+            + "; --max-train-seconds sets it",
+        )
+    if reference is not None:
+        return CostLimit(reference, f"{floor}; --max-train-seconds sets it")
+    return None
+
+
+class _Estimated(Exception):
+    pass
+
+
+def reference_cost(objective: Objective) -> float | None:
+    """The hand design ``REFERENCE_DESIGN``'s training cost as a trial of this search, from
+    its first steps on this machine (a few seconds), or None where it does not apply
+    (text) or cannot train here: what a sensible CNN costs, whatever the space samples."""
+    task = objective.data.task
+    try:
+        space = load_space(REFERENCE_DESIGN)
+        check_task(space, task, REFERENCE_DESIGN)  # a text task: no reference
+        spec = space.suggest(optuna.trial.FixedTrial({}), task)
+        seconds: list[float] = []
+
+        def estimate(estimated: float, final: bool) -> None:
+            seconds.append(estimated)
+            if final:
+                raise _Estimated
+
+        model = build_model(spec, seed=objective.seed).to(objective.device)
+        with contextlib.suppress(_Estimated):
+            train(
+                model,
+                objective.data,
+                objective.train_config,
+                device=objective.device,
+                estimate=estimate,
+            )
+    except Exception as e:  # a floor is a convenience: without one the median rule holds
+        log.debug("no reference cost: %s: %s", e.__class__.__name__, e)
+        return None
+    return seconds[-1] if seconds else None
 
 
 def run_trial(

@@ -3,6 +3,7 @@ records, which values it returns, and what a limit stops before training."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -10,10 +11,10 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.data import Data, load_data
-from nas.model import ArchSpec, build_model
+from nas.model import ArchSpec, Task, build_model
 from nas.search import Limits, Objective, load_space
 from nas.search._objective import CostLimit
-from nas.search._runner import cost_limit
+from nas.search._runner import cost_limit, reference_cost
 from nas.search._settings import COST_FACTOR
 from nas.train import TrainConfig, count_params
 
@@ -173,3 +174,25 @@ def test_the_default_cost_limit_follows_the_study() -> None:
     limit = cost_limit(None, trials)
     assert limit is not None and limit.seconds == COST_FACTOR * 3.0
     assert "median estimated training cost of the study's 4 trials, 3.0 s" in limit.source
+    # The hand design's cost is a floor: cheap trials (an MLP's second) cannot pull the
+    # limit under what a sensible CNN costs, and it holds before any trial has finished.
+    floor = cost_limit(None, trials, reference=40.0)
+    assert floor is not None and floor.seconds == 40.0 and "seed_cnn's" in floor.source
+    assert cost_limit(None, [], reference=40.0) == floor
+    above = cost_limit(None, trials, reference=5.0)
+    assert (
+        above is not None and above.seconds == COST_FACTOR * 3.0 and "over seed_cnn" in above.source
+    )
+    assert cost_limit(30.0, trials, reference=40.0) == CostLimit(30.0, "--max-train-seconds")
+
+
+def test_the_reference_cost_is_the_hand_designs_estimate_from_its_first_steps(
+    digits: Data,
+) -> None:
+    obj = objective(digits, ("accuracy",))
+    obj.train_config = TrainConfig(epochs=3, report_every=1)
+    seconds = reference_cost(obj)
+    assert seconds is not None and 0 < seconds < 60
+    text = Task("words", "text", 1, 1, 1, classes=2, length=16, vocab_size=50)
+    text_obj = SimpleNamespace(data=SimpleNamespace(task=text))
+    assert reference_cost(text_obj) is None  # type: ignore[arg-type]  # seed_cnn: images only

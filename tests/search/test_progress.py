@@ -31,7 +31,7 @@ def test_a_running_trial_says_what_it_does() -> None:
     trial.set_user_attr("epochs_done", 0.15)
     write_intermediate(trial, 15, 0.78125)
     status = running_status(study)[0]
-    assert status.startswith("trial 0, 1.84 ms, epoch 0.15 of 0.3, rung accuracy 0.7812, about")
+    assert status.startswith("trial 0, 1.84 ms, epoch 0.15 of 0.30, rung accuracy 0.7812, about")
     assert status.endswith(" to go")
 
 
