@@ -101,8 +101,9 @@ def _phrase(t: FrozenTrial, now: datetime.datetime) -> tuple[str, str]:
     a = t.user_attrs
     budget = number(a.get("epochs_budget"))
     parts = [f"trial {t.number}"]
-    if number(a.get("latency_ms")) is not None:
-        parts.append(f"{figure(a['latency_ms'], '.3g')} ms")
+    latency = number(a.get("latency_ms"))
+    if latency is not None:  # the fast end is tens of microseconds: three decimals there
+        parts.append(f"{latency:.2f} ms" if latency >= 1 else f"{latency:.3f} ms")
     done = number(a.get("epochs_done"))
     if done is not None:
         parts.append(f"epoch {done:.2f}" + (f" of {budget:.2f}" if budget is not None else ""))

@@ -41,6 +41,7 @@ from nas.search._settings import (
     DEFAULT_TRIAL_TIMEOUT,
     MIN_TRAIN_STEPS,
     MIN_TRIAL_TIMEOUT,
+    REFERENCE_DESIGN,
     TIMEOUT_FACTOR,
     TIMEOUT_HISTORY,
     Settings,
@@ -119,8 +120,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-train-seconds",
         type=float,
         help="training cost a candidate may have, estimated from its first steps (over it: "
-        f"pruned, not trained; default: {COST_FACTOR:g}x the median estimate of the study's "
-        f"finished trials once {COST_HISTORY} have one; 0: none)",
+        f"pruned, not trained; default: the larger of {REFERENCE_DESIGN}'s estimate, measured "
+        f"at the start, and {COST_FACTOR:g}x the median estimate of the study's finished "
+        f"trials once {COST_HISTORY} have one; 0: none)",
     )
     p.add_argument(
         "--latency-device", default=None, help="where latency is measured (default: --device)"

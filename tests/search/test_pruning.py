@@ -268,6 +268,22 @@ def test_only_peers_at_least_as_fast_judge() -> None:
     assert judge(study, 5.0, [0.3]) == [True]
 
 
+def test_peers_far_faster_do_not_judge() -> None:
+    """An MLP's early curve is ahead of an attention CNN's and behind it at the end: trials
+    over peer_band times faster are not peers."""
+    study = mo_study(ParetoPruner(eta=3, min_peers=2, peer_band=10))
+    for latency in (0.1, 0.15, 0.2):  # over 10x faster than 5 ms, far better at the rung
+        add_peer(study, latency, [0.77])
+    assert judge(study, 5.0, [0.70]) == [False]
+    add_peer(study, 0.5, [0.77])  # 10x faster: inside the band
+    add_peer(study, 3.0, [0.75])
+    assert judge(study, 5.0, [0.70]) == [True]  # 2 peers, 2 better: ceil(3 / 3) = 1
+    every = mo_study(ParetoPruner(eta=3, min_peers=2, peer_band=math.inf))
+    for latency in (0.1, 0.15, 0.2):
+        add_peer(every, latency, [0.77])
+    assert judge(every, 5.0, [0.70]) == [True]
+
+
 @pytest.mark.parametrize(
     ("n_better", "pruned"), [(0, False), (1, False), (2, False), (3, True), (8, True)]
 )
@@ -414,6 +430,8 @@ def test_trial_without_reports_is_not_pruned() -> None:
         {"min_peers": 0},
         {"min_peers": 2.5},
         {"n_warmup_steps": -1},
+        {"peer_band": 0.5},
+        {"peer_band": math.nan},
         {"direction": "up"},
     ],
 )
