@@ -51,7 +51,7 @@ from nas.search import (
     load_existing_study,
     pareto,
 )
-from nas.stored import number
+from nas.stored import number, printable
 
 # "none": no attention layer anywhere in the network; then every op the spec knows.
 ATTENTION_OPS = ("none", *ATTENTION_FIELDS)
@@ -205,6 +205,23 @@ def plot_accuracy_latency(ax: Axes, trials: list[FrozenTrial]) -> None:
     for t, lat, acc in done:
         name = t.user_attrs.get("baseline") or (f"#{t.number}" if (lat, acc) in front else "")
         ax.annotate(str(name), (lat, acc), xytext=(6, -10), textcoords="offset points", fontsize=8)
+    # Both ends of the front by structure: the fastest network and the most accurate.
+    ends = {"fastest": front[0], "most accurate": front[-1]} if len(front) > 1 else {}
+    for label, (lat, acc) in ends.items():
+        t = next(t for t, la, ac in done if (la, ac) == (lat, acc))
+        summary = printable(t.user_attrs.get("summary", ""))
+        summary = summary if len(summary) <= 60 else summary[:57] + "..."
+        below = label == "most accurate"  # the accurate end is top right: its label below
+        ax.annotate(
+            f"{label}: {summary}",
+            (lat, acc),
+            xytext=(0, -28 if below else 14),
+            textcoords="offset points",
+            ha="right" if below else "left",
+            fontsize=7,
+            color="tab:red",
+            arrowprops={"arrowstyle": "-", "color": "tab:red", "lw": 0.6},
+        )
     lats = [d[1] for d in done] + [s[0] for s in stopped] + untrained
     if max(lats) > 10 * min(lats):
         ax.set_xscale("log")
