@@ -1,6 +1,6 @@
 """Shared helpers of the benchmarks: run real searches and score them (bench/pruning.py,
-bench/search.py); sample the default space as a search would train it (bench/fidelity.py,
-bench/grad_clip.py).
+bench/search.py); sample the default space and train as a search's trial trains
+(bench/fidelity.py, bench/grad_clip.py, bench/fast_end.py, bench/pruned_to_the_end.py).
 
 A search here is what ``python -m nas.search`` runs — the same ``Objective`` (latency
 measured before training, rungs reported through ``nas.search._pruning``), the same ``run_trial``,

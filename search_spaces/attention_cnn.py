@@ -116,7 +116,7 @@ def suggest_fast_stem(trial: optuna.Trial, task: Task, norm: str, activation: st
     if kind == "none":
         return StemSpec(task.channels, kind="none")
     # A patch as large as the image at most (a tiny input gets one patch).
-    side = min(trial.suggest_categorical("stem.patch", PATCHES), task.height, task.width, 16)
+    side = min(trial.suggest_categorical("stem.patch", PATCHES), task.height, task.width)
     if side < 2:  # a 1-pixel-wide input has no patches to cut: read it as it is
         return StemSpec(task.channels, kind="none")
     width = trial.suggest_categorical("stem.patch_width", PATCH_WIDTHS)
