@@ -34,15 +34,7 @@ from __future__ import annotations
 
 import optuna
 
-from nas.model import (
-    ArchSpec,
-    AttentionSpec,
-    HeadSpec,
-    InputSpec,
-    StageSpec,
-    StemSpec,
-    Task,
-)
+from nas.model import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec, Task
 from search_spaces._common import (
     after_downsample,
     downsample_rule,
