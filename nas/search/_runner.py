@@ -209,12 +209,12 @@ def cost_limit(
     given: float | None, trials: list[FrozenTrial], reference: float | None = None
 ) -> CostLimit | None:
     """The training cost the next trial may have: ``--max-train-seconds`` (0: none), else
-    the larger of ``reference`` (the hand design's cost here, :func:`reference_cost`) and
-    ``COST_FACTOR`` times the median estimated training cost of the study's finished
-    trials, once ``COST_HISTORY`` have one (with neither, only the trial's time limit
-    bounds it). Pruned trials count: their estimate is of the whole budget, as a complete
-    one's is, and early in a search most trials are pruned; those refused over a limit do
-    not, or each refusal would raise the limit for the next.
+    once ``COST_HISTORY`` of the study's finished trials have an estimate (before that,
+    only the trial's time limit bounds it), the larger of ``reference`` (the hand design's
+    cost here, :func:`reference_cost`) and ``COST_FACTOR`` times their median. Pruned
+    trials count: their estimate is of the whole budget, as a complete one's is, and early
+    in a search most trials are pruned; those refused over a limit do not, or each refusal
+    would raise the limit for the next.
 
     The floor: a space that spans cheap and costly networks (an MLP trains in a second, an
     attention CNN in a minute) would otherwise, once its cheap ones had set the median,
@@ -234,7 +234,9 @@ def cost_limit(
         if reference is None
         else f"{REFERENCE_DESIGN}'s estimated training cost here, {reference:.1f} s"
     )
-    if median is not None and (reference is None or COST_FACTOR * median > reference):
+    if median is None:
+        return None
+    if reference is None or COST_FACTOR * median > reference:
         return CostLimit(
             COST_FACTOR * median,
             f"{COST_FACTOR:g}x the median estimated training cost of the study's "
@@ -242,9 +244,11 @@ def cost_limit(
             + (f" (over {floor})" if floor else "")
             + "; --max-train-seconds sets it",
         )
-    if reference is not None:
-        return CostLimit(reference, f"{floor}; --max-train-seconds sets it")
-    return None
+    return CostLimit(
+        reference,
+        f"{floor} (over {COST_FACTOR:g}x the median of the study's "
+        f"{len(seconds)} trials, {median:.1f} s); --max-train-seconds sets it",
+    )
 
 
 class _Estimated(Exception):
