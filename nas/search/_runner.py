@@ -228,14 +228,14 @@ def cost_limit(
     ]
     estimates = [number(t.user_attrs.get("train_estimate_s")) for t in finished]
     seconds = [float(x) for x in estimates if x is not None and x > 0]
-    median = statistics.median(seconds) if len(seconds) >= COST_HISTORY else None
+    if len(seconds) < COST_HISTORY:
+        return None
+    median = statistics.median(seconds)
     floor = (
         ""
         if reference is None
         else f"{REFERENCE_DESIGN}'s estimated training cost here, {reference:.1f} s"
     )
-    if median is None:
-        return None
     if reference is None or COST_FACTOR * median > reference:
         return CostLimit(
             COST_FACTOR * median,
