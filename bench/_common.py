@@ -40,6 +40,7 @@ from nas.model import ArchSpec, Task, build_model
 from nas.search import (
     BASELINES,
     DEFAULT_EPOCHS,
+    LR_PARAM,
     Limits,
     Objective,
     default_max_flops,
@@ -275,3 +276,9 @@ def default_trial_config(data: Data) -> TrainConfig:
     floor, as ``python -m nas.search`` without ``--epochs`` sets them."""
     kind = data.task.kind
     return trial_train_config(kind, len(data.train.y), DEFAULT_EPOCHS[kind], MIN_TRAIN_STEPS)
+
+
+def searched_lr(trial: FrozenTrial, recipe: float) -> float:
+    """The learning rate ``trial`` trained at: the one it searched (``--lr-factor``), else
+    the recipe's."""
+    return float(trial.params.get(LR_PARAM, recipe))

@@ -14,7 +14,8 @@ the logits, and its learning rate (SGD as the search's trials, 0.01–0.5, log s
 augmentation) and is scored on the whole validation split, as the search scores a trial.
 
 **Ours**: the front of the given default search (``--front URL``) at ``--fast-ms`` or
-less (and always its fastest member), read back and validated by ``ArchSpec.from_dict``.
+less (and always its fastest member), read back and validated by ``ArchSpec.from_dict``,
+each at the learning rate its trial searched (``--lr-factor``).
 
 Then the MLPs' own front and ours are each retrained with ``--seeds`` fresh seeds (so
 neither side keeps the luck of the trial that put it on its front) and every one's
@@ -34,7 +35,7 @@ from dataclasses import dataclass, replace
 
 import optuna
 import torch
-from _common import default_trial_config
+from _common import default_trial_config, searched_lr
 
 from nas.data import Data, load_data
 from nas.model import ArchSpec, HeadSpec, InputSpec, StemSpec, build_model
@@ -117,6 +118,8 @@ def tune_mlps(data: Data, config: TrainConfig, trials: int, seed: int) -> list[C
 
 
 def our_fast_end(url: str, study_name: str, fast_ms: float, lr: float) -> list[Candidate]:
+    """The front at ``fast_ms`` or less (at least its fastest), each at the learning rate
+    its trial searched, or ``lr`` where the search kept the recipe's."""
     study = optuna.load_study(study_name=study_name, storage=url)
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     if not front:
@@ -126,7 +129,7 @@ def our_fast_end(url: str, study_name: str, fast_ms: float, lr: float) -> list[C
         Candidate(
             f"ours #{t.number}",
             ArchSpec.from_dict(t.user_attrs["arch"]),
-            lr,
+            searched_lr(t, lr),
             [t.values[0]],
             [t.values[1]],
         )
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         spread = (max(c.latencies) - min(c.latencies)) / c.latency
         print(
             f"{c.name:<10} {c.accuracy:.4f} ± {sd:.4f} {c.latency:>11.4f} {spread:>6.1%}  "
-            f"{c.spec.summary()}"
+            f"{c.spec.summary()} lr {c.lr:.3g}"
         )
     best_mlp = max(mlps, key=lambda c: c.accuracy)
     at_most = [c for c in ours if c.latency <= best_mlp.latency]

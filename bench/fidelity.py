@@ -10,6 +10,7 @@ it alone: whether a network is skipped as over the cost cap depends on the speed
     .venv/bin/python bench/fidelity.py --report            # the tables from --out only
     .venv/bin/python bench/fidelity.py --dataset digits --sampled 6 --long-epochs 2  # smoke
     .venv/bin/python bench/fidelity.py --front ... --device cuda   # minutes on a GPU
+    .venv/bin/python bench/fidelity.py --front ... --short-lr 0.2  # brief training at 0.2
 
 Networks, in this order: the Pareto front of a default search (``--front URL``, study
 ``--study-name``; each spec is read back and validated by ``ArchSpec.from_dict``),
@@ -19,9 +20,11 @@ those over the search's default FLOPs limit as the search does, and the hand des
 
 - **short**: exactly as a search trial (``nas.search.trial_train_config``: the default
   budget, rungs at each quarter on the fixed 1,000-image validation subset, the end on
-  the whole validation split), never pruned;
+  the whole validation split), never pruned; a front member at the learning rate its
+  trial searched (``--lr-factor``), samples and hand designs at the recipe's;
 - **long**: the export's retraining recipe (``nas.export.retrain_on``): ``--long-epochs``
-  on the full training split (train + validation), scored on the test split.
+  on the full training split (train + validation), scored on the test split. It does not
+  depend on the short training's learning rate: a spec measured before keeps its result.
 
 Printed: a row per network (accuracy at each rung and the end, the long test accuracy,
 seconds of each training); Spearman's rank correlation of each rung's accuracy with the
@@ -55,7 +58,7 @@ from scipy.stats import spearmanr
 from nas.data import Data, load_data
 from nas.export import ExportError, retrain_on
 from nas.model import ArchSpec, build_model
-from nas.search import BASELINES, load_builtin_space
+from nas.search import BASELINES, LR_PARAM, load_builtin_space
 from nas.train import TrainConfig, train
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -65,10 +68,19 @@ OUT = Path(__file__).resolve().parent / "out"
 class Network:
     source: str
     spec: ArchSpec
+    lr: float | None = None  # the brief training's learning rate; None: the recipe's
 
     @property
     def key(self) -> str:
         return json.dumps(self.spec.to_dict(), sort_keys=True)
+
+    @property
+    def id(self) -> tuple[str, float | None]:
+        return self.key, self.lr
+
+
+def record_id(row: dict[str, Any]) -> tuple[str, float | None]:
+    return row["key"], row.get("lr")
 
 
 def attention_ops(spec: ArchSpec) -> list[str]:
@@ -84,25 +96,36 @@ def networks(args: argparse.Namespace, data: Data) -> list[Network]:
     if args.front:
         study = optuna.load_study(study_name=args.study_name, storage=args.front)
         for t in sorted(study.best_trials, key=lambda t: t.number):
-            found.append(Network(f"front {t.number}", ArchSpec.from_dict(t.user_attrs["arch"])))
+            spec = ArchSpec.from_dict(t.user_attrs["arch"])
+            lr = t.params.get(LR_PARAM)
+            found.append(Network(f"front {t.number}", spec, None if lr is None else float(lr)))
     found += [Network(name, spec) for name, spec in space_samples(task, args.sampled, args.seed)]
     for name in BASELINES:
         found.append(Network(name, load_builtin_space(name).suggest(FixedTrial({}), task)))
+    if args.short_lr is not None:
+        found = [replace(n, lr=args.short_lr) for n in found]
     seen: set[str] = set()
     unique = []
     for n in found:
-        if n.key not in seen:
-            seen.add(n.key)
+        if n.id not in seen:
+            seen.add(n.id)
             unique.append(n)
     return unique
 
 
-def measure(net: Network, data: Data, args: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    net: Network, data: Data, args: argparse.Namespace, long: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Both trainings of ``net``; ``long``: a record of the same spec at another brief
+    learning rate, whose long training (the recipe's, whatever the brief one's) is kept."""
     seed = args.seed  # one seed for every network: a record does not depend on the list
-    config = replace(default_trial_config(data), seed=seed)
+    config = default_trial_config(data)
+    config = replace(config, seed=seed, lr=config.lr if net.lr is None else net.lr)
     model = build_model(net.spec, seed=seed)
     rungs: list[tuple[float, float]] = []
     record: dict[str, Any] = {"key": net.key, "settings": settings_key(args), "source": net.source}
+    if net.lr is not None:
+        record["lr"] = net.lr
     record |= {"summary": net.spec.summary(), "ops": attention_ops(net.spec)}
 
     try:
@@ -116,26 +139,29 @@ def measure(net: Network, data: Data, args: argparse.Namespace) -> dict[str, Any
         )
     except OverCost as e:
         return record | {"skipped": e.seconds}
+    record |= {"rungs": rungs, "short_seconds": short.wall_seconds}
+    if long is not None:
+        return record | {k: long[k] for k in ("long_test", "long_seconds")}
     started = time.perf_counter()
     try:
         _, test = retrain_on(data, net.spec, seed, args.long_epochs, args.device)
     except ExportError:  # the long training diverged: it ranks last there
         test = math.nan
     return record | {
-        "rungs": rungs,
-        "short_seconds": short.wall_seconds,
         "long_test": test,
         "long_seconds": time.perf_counter() - started,
     }
 
 
-def settings_key(args: argparse.Namespace) -> str:
-    """What a record's figures depend on (a rerun with other settings measures anew)."""
+def settings_key(args: argparse.Namespace, short_lr: bool = True) -> str:
+    """What a record's figures depend on (a rerun with other settings measures anew);
+    without ``short_lr``, what its long training depends on."""
     clip = TrainConfig().grad_clip
-    return f"{args.dataset} seed {args.seed} long {args.long_epochs:g} grad_clip {clip}"
+    key = f"{args.dataset} seed {args.seed} long {args.long_epochs:g} grad_clip {clip}"
+    return key if args.short_lr is None or not short_lr else f"{key} short lr {args.short_lr:g}"
 
 
-def load_records(path: Path, settings: str) -> dict[str, dict[str, Any]]:
+def load_records(path: Path, settings: str) -> dict[tuple[str, float | None], dict[str, Any]]:
     if not path.exists():
         return {}
     records = {}
@@ -145,7 +171,7 @@ def load_records(path: Path, settings: str) -> dict[str, dict[str, Any]]:
             # Keyed by the spec as this nas writes it: a record from an older schema
             # version still matches its network.
             row["key"] = Network(row["source"], ArchSpec.from_json(row["key"])).key
-            records[row["key"]] = row
+            records[record_id(row)] = row
     return records
 
 
@@ -220,6 +246,12 @@ def main(argv: list[str] | None = None) -> None:
         help="skip a network whose brief training is estimated over this: the search's "
         "cost limit refuses such networks, and their long training would take hours",
     )
+    p.add_argument(
+        "--short-lr",
+        type=float,
+        help="train every network's brief training at this learning rate (a record set of "
+        "its own; the long results are shared): does another rate rank better?",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu or cuda (the data goes there too)")
@@ -230,16 +262,21 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     settings = settings_key(args)
     records = load_records(args.out, settings)
+    longs = [
+        *records.values(),
+        *load_records(args.out, settings_key(args, short_lr=False)).values(),
+    ]
     if not args.report:
         data = load_data(args.dataset, device=args.device, seed=args.seed)
         nets = networks(args, data)
         print(f"{len(nets)} networks, {len(records)} measured before ({settings})", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         for i, net in enumerate(nets):
-            if net.key in records:
+            if net.id in records:
                 continue
-            row = measure(net, data, args)
-            records[net.key] = row
+            same_spec = (r for r in longs if r["key"] == net.key and "long_test" in r)
+            row = measure(net, data, args, next(same_spec, None))
+            records[net.id] = row
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             if "skipped" in row:
@@ -252,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{row['long_seconds']:.0f} s)",
                 flush=True,
             )
-        earlier = len(records) - len({n.key for n in nets})
+        earlier = len(records) - len({n.id for n in nets})
         if earlier:
             print(f"with {earlier} networks measured with these settings from earlier lists")
     rows = list(records.values())

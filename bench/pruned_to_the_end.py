@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import optuna
 import torch
-from _common import default_trial_config
+from _common import default_trial_config, searched_lr
 from optuna.trial import TrialState
 
 from nas.data import load_data
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         spec = ArchSpec.from_dict(t.user_attrs["arch"])
         latency = t.user_attrs["latency_ms"]
         seed = t.user_attrs.get("seed", 0)
-        result = train(build_model(spec, seed=seed), data, replace(config, seed=seed))
+        run = replace(config, seed=seed, lr=searched_lr(t, config.lr))
+        result = train(build_model(spec, seed=seed), data, run)
         stopped = t.intermediate_values[t.last_step]
         rung = next((a for e, a in result.curve if round(e * STEPS_PER_EPOCH) >= t.last_step), None)
         faster = [c for c in complete if c.user_attrs["latency_ms"] <= latency]

@@ -6,8 +6,9 @@
 Prints the Pareto front and writes to ``--out`` (default ``studies/<study-name>-report/``):
 
 - ``trials.csv``: one row per trial: state, objective values, latency, params, FLOPs,
-  training figures, why it failed or was pruned, the hand design's name, and the
-  structure as columns (``s0_block``, ``s0_width``, ``s0_attention``, ...). Stored
+  training figures, why it failed or was pruned, the hand design's name, the learning
+  rate it searched (``--lr-factor``; empty: the recipe's), and the structure as columns
+  (``s0_block``, ``s0_width``, ``s0_attention``, ...). Stored
   strings are quoted, and one that a spreadsheet would take for a formula (starting with
   ``=``, ``+``, ``-``, ``@``, tab or CR) starts with ``'``; numbers stay numbers;
 - ``report.html``: Optuna's interactive plots, plotly.js inline (works offline);
@@ -42,6 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas import command
 from nas.model import ATTENTION_FIELDS, ArchSpec
 from nas.search import (
+    LR_PARAM,
     OBJECTIVES,
     STEPS_PER_EPOCH,
     StudyError,
@@ -134,9 +136,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         for col in ATTR_COLUMNS:
             if row.get(col) is None:
                 row[col] = t.user_attrs.get(col)
+        row["lr"] = number(t.params.get(LR_PARAM))  # None: the recipe's (a hand design)
         rows.append(row | structure(_spec(t)))
     n_stages = max((r.get("n_stages", 0) for r in rows), default=0)
-    columns = list(dict.fromkeys(["number", "state", *value_cols, *ATTR_COLUMNS]))
+    columns = list(dict.fromkeys(["number", "state", *value_cols, *ATTR_COLUMNS, "lr"]))
     columns += ["n_stages", "stem", "stem_width"]
     columns += [f"s{i}_{k}" for i in range(n_stages) for k in STAGE_FIELDS]
     columns += ["global_pool", "head_hidden"]

@@ -7,6 +7,7 @@ search's workers, and the results (front, hypervolume). Optuna's private API is 
 from nas.search._locks import LockTimeout, measurement_lock, slot_lock, training_lock
 from nas.search._notes import spec_markdown
 from nas.search._objective import (
+    LR_PARAM,
     MIN_STEPS_JUDGED,
     STEPS_PER_EPOCH,
     Limits,
@@ -67,6 +68,7 @@ __all__ = [
     "GRACE_SECONDS",
     "HEARTBEAT_SECONDS",
     "LATENCY_ATTR",
+    "LR_PARAM",
     "MIN_STEPS_JUDGED",
     "OBJECTIVES",
     "STEPS_PER_EPOCH",

@@ -52,6 +52,9 @@ FIRST_LOOK_MARGIN = 2.0
 # trials' estimates stay out of its median).
 OVER_BUDGET = "over budget, not trained:"
 
+# The parameter under which a trial's learning rate is searched (``Objective.lr_factor``).
+LR_PARAM = "train.lr"
+
 
 class TrialFailed(Exception):
     """A trial that cannot give values (NaN loss, out of memory); the reason is stored."""
@@ -96,6 +99,11 @@ class Objective:
     # The training cost a candidate may have, estimated from its first steps; the runner
     # sets it for each trial (nas.search._runner.cost_limit).
     cost_limit: CostLimit | None = None
+    # Each trial's learning rate is searched in [lr / lr_factor, lr × lr_factor] (log scale)
+    # around the recipe's: one rate for all favours the networks it suits (the README's
+    # "Searching"). 1: every trial trains at the recipe's. The hand designs always do:
+    # they are the reference.
+    lr_factor: float = 1.0
     # Called when the running trial gets further (latency measured, cost estimated, each
     # rung), so that progress shows it; the runner sets it.
     on_progress: Callable[[], None] | None = None
@@ -127,6 +135,9 @@ class Objective:
         # A stored name: only a built-in space, never a file it might point at.
         suggest = load_builtin_space(str(baseline)).suggest if baseline else self.suggest
         spec = suggest(trial, self.data.task)
+        lr = self.train_config.lr
+        if self.lr_factor > 1 and not baseline:
+            lr = trial.suggest_float(LR_PARAM, lr / self.lr_factor, lr * self.lr_factor, log=True)
         seed = self.seed + trial.number
         trial.set_user_attr("arch", spec.to_dict())
         trial.set_user_attr("summary", spec.summary())
@@ -159,7 +170,7 @@ class Objective:
         self._progress()
         self._check_limits(latency.median_ms, params, flops)
 
-        config = replace(self.train_config, seed=seed)
+        config = replace(self.train_config, seed=seed, lr=lr)
         trial.set_user_attr("epochs_budget", config.epochs)
 
         def report(epoch: float, accuracy: float) -> None:

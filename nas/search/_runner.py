@@ -142,6 +142,7 @@ def run_worker(
         latency_threads=s.latency_threads or s.threads,
         seed=s.seed,
         device=s.device,
+        lr_factor=s.lr_factor,
         on_progress=None if on_progress is None else lambda: _show(on_progress, study),
     )
     reference = None if s.max_train_seconds is not None else reference_cost(objective)

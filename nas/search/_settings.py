@@ -20,6 +20,11 @@ DEFAULT_EPOCHS: dict[TaskKind, float] = {"image": 0.3, "text": 2.0}
 MIN_TRAIN_STEPS = 4 * MIN_STEPS_JUDGED
 BASELINES = ("seed_cnn", "resnet")
 
+# --lr-factor's default: 1, every trial at the recipe's learning rate. Searching it (e.g. 4:
+# within 4x either way, nas.search._objective.Objective.lr_factor) did not pay in a default
+# search (the README's "Searching").
+LR_FACTOR = 1.0
+
 # --trial-timeout's default: generous while the study knows few trial durations, then a
 # multiple of their median, so that a trial stuck for many times the usual is ended.
 DEFAULT_TRIAL_TIMEOUT = 3600.0
@@ -72,6 +77,7 @@ class Settings:
     trial_timeout: float | None = None  # None: derived from the study (trial_time_limit)
     max_train_seconds: float | None = None  # None: derived from the study (cost_limit)
     min_train_steps: int = 0  # with the default epochs: MIN_TRAIN_STEPS (trial_train_config)
+    lr_factor: float = LR_FACTOR
     allow_changed_settings: bool = False
 
 
@@ -127,4 +133,5 @@ def comparable_settings(s: Settings) -> dict[str, Any]:
         # The training recipe's one setting that decides whether some networks learn at
         # all: a study made before it was the default holds trials trained without it.
         "grad_clip": TrainConfig().grad_clip,
+        "lr_factor": s.lr_factor,
     }

@@ -39,6 +39,7 @@ from nas.search._settings import (
     COST_HISTORY,
     DEFAULT_EPOCHS,
     DEFAULT_TRIAL_TIMEOUT,
+    LR_FACTOR,
     MIN_TRAIN_STEPS,
     MIN_TRIAL_TIMEOUT,
     REFERENCE_DESIGN,
@@ -123,6 +124,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         f"pruned, not trained; default: the larger of {REFERENCE_DESIGN}'s estimate, measured "
         f"at the start, and {COST_FACTOR:g}x the median estimate of the study's finished "
         f"trials once {COST_HISTORY} have one; 0: none)",
+    )
+    p.add_argument(
+        "--lr-factor",
+        type=float,
+        default=LR_FACTOR,
+        help="search each trial's learning rate within this factor of the training recipe's, "
+        "either way, on a log scale (4: 0.025-0.4 for images' SGD at 0.1); the hand designs "
+        f"train at the recipe's (default {LR_FACTOR:g}: every trial does)",
     )
     p.add_argument(
         "--latency-device", default=None, help="where latency is measured (default: --device)"
@@ -283,6 +292,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     _check_number("--max-params", args.max_params)
     _check_number("--max-flops", args.max_flops, zero="no limit")
     _check_number("--max-train-seconds", args.max_train_seconds, zero="no limit")
+    if not (math.isfinite(args.lr_factor) and args.lr_factor >= 1):
+        raise StudyError(
+            f"--lr-factor must be a finite number of at least 1, got {args.lr_factor:g}"
+        )
     if args.latency_batch < 1:
         raise StudyError(f"--latency-batch must be at least 1, got {args.latency_batch}")
     if args.jobs < 1:
@@ -353,6 +366,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         label_column=args.label_column,
         trial_timeout=args.trial_timeout,
         max_train_seconds=args.max_train_seconds,
+        lr_factor=args.lr_factor,
         min_train_steps=MIN_TRAIN_STEPS if args.epochs is None else 0,
         allow_changed_settings=args.allow_changed_settings,
     )

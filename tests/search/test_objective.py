@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from nas.data import Data, load_data
 from nas.model import ArchSpec, Task, build_model
-from nas.search import Limits, Objective, load_space
+from nas.search import LR_PARAM, Limits, Objective, load_space
 from nas.search._objective import CostLimit
 from nas.search._runner import cost_limit, reference_cost
 from nas.search._settings import COST_FACTOR
@@ -196,3 +196,24 @@ def test_the_reference_cost_is_the_hand_designs_estimate_from_its_first_steps(
     text = Task("words", "text", 1, 1, 1, classes=2, length=16, vocab_size=50)
     text_obj = SimpleNamespace(data=SimpleNamespace(task=text))
     assert reference_cost(text_obj) is None  # type: ignore[arg-type]  # seed_cnn: images only
+
+
+def test_each_trial_searches_its_learning_rate_within_the_factor(digits: Data) -> None:
+    """The searched rate is the one training uses (the same trial at two rates ends
+    apart); with factor 1, or for a hand design, the recipe's."""
+    accuracies = []
+    for lr in (0.025, 0.4):  # TrainConfig's 0.1, a factor of 4 either way
+        study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+        study.enqueue_trial({LR_PARAM: lr})
+        t, values = run_one(study, objective(digits, ("accuracy", "latency"), lr_factor=4.0))
+        assert t.params == {LR_PARAM: lr}
+        accuracies.append(values[0])
+    assert accuracies[0] != accuracies[1]
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    sampled, _ = run_one(study, objective(digits, ("accuracy", "latency"), lr_factor=4.0))
+    assert 0.025 <= sampled.params[LR_PARAM] <= 0.4
+    fixed, values = run_one(study, objective(digits, ("accuracy", "latency")))
+    assert fixed.params == {} and values is not None
+    study.enqueue_trial({}, user_attrs={"baseline": "seed_cnn"})
+    baseline, _ = run_one(study, objective(digits, ("accuracy", "latency"), lr_factor=4.0))
+    assert baseline.params == {}

@@ -387,6 +387,8 @@ def test_failures_are_recorded_with_reasons_and_the_study_goes_on(digits, tmp_pa
             ("--max-train-seconds", "nan"),
             "--max-train-seconds must be a finite number above 0 (or 0: no limit)",
         ),
+        (("--lr-factor", "0.5"), "--lr-factor must be a finite number of at least 1, got 0.5"),
+        (("--lr-factor", "nan"), "--lr-factor must be a finite number of at least 1, got nan"),
         (("--epochs", "inf"), "--epochs must be a finite number above 0, got inf"),
         (("--epochs", "nan"), "--epochs must be a finite number above 0, got nan"),
         (("--timeout", "0"), "--timeout must be a finite number above 0, got 0"),
