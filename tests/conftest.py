@@ -64,20 +64,11 @@ def _search(args: list[str]) -> None:
 @pytest.fixture(scope="session")
 def digits_study(tmp_path_factory: pytest.TempPathFactory) -> StudyRef:
     """A real search, shared by the report, dashboard and export tests (read-only: copy it
-    to change it). Eight trials on digits: the two hand designs, then attention_cnn samples,
-    each at the learning rate it searched."""
+    to change it). Eight trials on digits: the two hand designs, then attention_cnn samples."""
     folder = tmp_path_factory.mktemp("digits_study")
     ref = StudyRef(f"sqlite:///{folder}/digits.db", "digits")
     args = ["--trials", "8", "--epochs", "2", "--dataset", "digits", "--seed", "0"]
-    args += [
-        "--lr-factor",
-        "4",
-        "--enqueue-baselines",
-        "--storage",
-        ref.storage,
-        "--study-name",
-        ref.name,
-    ]
+    args += ["--enqueue-baselines", "--storage", ref.storage, "--study-name", ref.name]
     _search(args)
     return ref
 
