@@ -278,7 +278,8 @@ def default_trial_config(data: Data) -> TrainConfig:
     return trial_train_config(kind, len(data.train.y), DEFAULT_EPOCHS[kind], MIN_TRAIN_STEPS)
 
 
-def searched_lr(trial: FrozenTrial, recipe: float) -> float:
-    """The learning rate ``trial`` trained at: the one it searched (``--lr-factor``), else
-    the recipe's."""
-    return float(trial.params.get(LR_PARAM, recipe))
+def searched_lr(trial: FrozenTrial) -> float | None:
+    """The learning rate ``trial`` searched (``--lr-factor``); None: it trained at the
+    recipe's."""
+    lr = trial.params.get(LR_PARAM)
+    return None if lr is None else float(lr)

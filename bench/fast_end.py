@@ -129,7 +129,7 @@ def our_fast_end(url: str, study_name: str, fast_ms: float, lr: float) -> list[C
         Candidate(
             f"ours #{t.number}",
             ArchSpec.from_dict(t.user_attrs["arch"]),
-            searched_lr(t, lr),
+            searched_lr(t) or lr,
             [t.values[0]],
             [t.values[1]],
         )

@@ -51,14 +51,14 @@ from typing import Any
 
 import optuna
 import torch
-from _common import OverCost, cost_cap, default_trial_config, space_samples
+from _common import OverCost, cost_cap, default_trial_config, searched_lr, space_samples
 from optuna.trial import FixedTrial
 from scipy.stats import spearmanr
 
 from nas.data import Data, load_data
 from nas.export import ExportError, retrain_on
 from nas.model import ArchSpec, build_model
-from nas.search import BASELINES, LR_PARAM, load_builtin_space
+from nas.search import BASELINES, load_builtin_space
 from nas.train import TrainConfig, train
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -97,8 +97,7 @@ def networks(args: argparse.Namespace, data: Data) -> list[Network]:
         study = optuna.load_study(study_name=args.study_name, storage=args.front)
         for t in sorted(study.best_trials, key=lambda t: t.number):
             spec = ArchSpec.from_dict(t.user_attrs["arch"])
-            lr = t.params.get(LR_PARAM)
-            found.append(Network(f"front {t.number}", spec, None if lr is None else float(lr)))
+            found.append(Network(f"front {t.number}", spec, searched_lr(t)))
     found += [Network(name, spec) for name, spec in space_samples(task, args.sampled, args.seed)]
     for name in BASELINES:
         found.append(Network(name, load_builtin_space(name).suggest(FixedTrial({}), task)))
@@ -153,12 +152,16 @@ def measure(
     }
 
 
-def settings_key(args: argparse.Namespace, short_lr: bool = True) -> str:
-    """What a record's figures depend on (a rerun with other settings measures anew);
-    without ``short_lr``, what its long training depends on."""
+def long_settings_key(args: argparse.Namespace) -> str:
+    """What a record's long training depends on."""
     clip = TrainConfig().grad_clip
-    key = f"{args.dataset} seed {args.seed} long {args.long_epochs:g} grad_clip {clip}"
-    return key if args.short_lr is None or not short_lr else f"{key} short lr {args.short_lr:g}"
+    return f"{args.dataset} seed {args.seed} long {args.long_epochs:g} grad_clip {clip}"
+
+
+def settings_key(args: argparse.Namespace) -> str:
+    """What a record's figures depend on (a rerun with other settings measures anew)."""
+    key = long_settings_key(args)
+    return key if args.short_lr is None else f"{key} short lr {args.short_lr:g}"
 
 
 def load_records(path: Path, settings: str) -> dict[tuple[str, float | None], dict[str, Any]]:
@@ -262,10 +265,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     settings = settings_key(args)
     records = load_records(args.out, settings)
-    longs = [
-        *records.values(),
-        *load_records(args.out, settings_key(args, short_lr=False)).values(),
-    ]
+    # Long results to reuse: these settings' and, for another brief rate, the default's.
+    longs = list(records.values())
+    if args.short_lr is not None:
+        longs += load_records(args.out, long_settings_key(args)).values()
     if not args.report:
         data = load_data(args.dataset, device=args.device, seed=args.seed)
         nets = networks(args, data)

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         spec = ArchSpec.from_dict(t.user_attrs["arch"])
         latency = t.user_attrs["latency_ms"]
         seed = t.user_attrs.get("seed", 0)
-        run = replace(config, seed=seed, lr=searched_lr(t, config.lr))
+        run = replace(config, seed=seed, lr=searched_lr(t) or config.lr)
         result = train(build_model(spec, seed=seed), data, run)
         stopped = t.intermediate_values[t.last_step]
         rung = next((a for e, a in result.curve if round(e * STEPS_PER_EPOCH) >= t.last_step), None)
