@@ -12,8 +12,10 @@ here: each OpenMP barrier waits for a descheduled peer), on a quiet one two thre
 (~1,100 images/s); ``auto`` times both during the run and follows the load.
 
 Each model trains on the full Fashion-MNIST training split (60,000 images: ``train`` and
-``val`` together, as a final retrain does) for at most ``--budget`` seconds of training,
-and is scored once on the 10,000-image test split with mirrored test-time augmentation.
+``val`` together, as a final retrain does) for at most ``--budget`` seconds of training
+with the export's recipe (``nas.export.retrain_config``), and is scored once on the
+10,000-image test split with mirrored test-time augmentation (which the export does not
+use: its figure is one plain forward pass).
 The trainer's schedule is budget-aware (``nas.train``): its learning rate anneals to the
 end as the budget runs out, so the number of epochs follows the machine's speed. On a
 shared machine that speed, and hence the accuracy, drops when neighbours are busy; the
@@ -36,10 +38,10 @@ import dataclasses
 import os
 
 from nas.data import Data, Split, load_data
+from nas.export import retrain_config
 from nas.model import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec, build_model
 from nas.search import load_space
 from nas.train import (
-    TrainConfig,
     count_flops,
     count_params,
     evaluate,
@@ -67,22 +69,6 @@ ATTENTION_SPEC = ArchSpec(
     classes=10,
 )
 
-# Tuned for a few epochs on Fashion-MNIST on this CPU: a 5-minute budget is 2-6 epochs
-# here (by the machine's load), a regime where the network underfits, so the only
-# augmentation is flips (random translation cost accuracy at this length) and the final
-# score adds flip-TTA. Batch 64 beat 128 per epoch (92.30% after 2.48 epochs vs 92.16%
-# after 2.83); the trainer's default stays 128, which suits GPUs better.
-CONFIG = TrainConfig(
-    epochs=20,
-    batch_size=64,
-    lr=0.05,
-    label_smoothing=0.1,
-    crop_pad=0,
-    flip=True,
-    report_every=None,
-    tta=True,
-)
-
 
 def run(name: str, spec: ArchSpec, data: Data, budget: float, seed: int, threads: str) -> float:
     shape = (data.task.channels, data.task.height, data.task.width)
@@ -94,9 +80,9 @@ def run(name: str, spec: ArchSpec, data: Data, budget: float, seed: int, threads
     lat1 = measure_latency(model, shape, batch=1, min_run_time=1.0, threads=lat_threads)
     lat256 = measure_latency(model, shape, batch=256, min_run_time=2.0, threads=lat_threads)
     load_before = os.getloadavg()[0]
-    config = dataclasses.replace(
-        CONFIG, max_seconds=budget, seed=seed, threads="auto" if fixed is None else fixed
-    )
+    # The export's retraining recipe, plus the mirrored test-time augmentation.
+    config = retrain_config("image", seed=seed, epochs=20, minutes=budget / 60, flip=True)
+    config = dataclasses.replace(config, tta=True, threads="auto" if fixed is None else fixed)
     result = train(model, data, config)
     load_after = os.getloadavg()[0]
     test = evaluate(

@@ -92,9 +92,9 @@ def main() -> None:
         f"min; best by validation: trial {best.number} val {best.values[0]:.4f} "
         f"latency {best.user_attrs['latency_ms']:.3f} ms: {spec.summary()}"
     )
-    _, ours = retrain(
-        study, spec, seed=args.seed, epochs=args.retrain_epochs, device="cpu", data_dir=None
-    )
+    ours = retrain(
+        study, spec, seed=args.seed, device="cpu", data_dir=None, epochs=args.retrain_epochs
+    ).test_accuracy
     print(f"ours: retrained {args.retrain_epochs:g} epochs on train+val: test accuracy {ours:.4f}")
     baseline = tfidf_baseline(DEFAULT_DATASET, seed=args.seed)
     print(f"baseline: {baseline}")

@@ -11,8 +11,10 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
+from nas.export._retrain import Retrained
 from nas.model import ArchSpec
 from nas.stored import code_text, figure, markdown_text
+from nas.train import fingerprint
 
 
 def _figures(trial: FrozenTrial) -> dict[str, str]:
@@ -74,7 +76,9 @@ def model_docstring(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec, wei
     )
 
 
-def readme(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec, test: float | None) -> str:
+def readme(
+    study: optuna.Study, trial: FrozenTrial, spec: ArchSpec, retrained: Retrained | None
+) -> str:
     f = _figures(trial)
     text = spec.input.is_text
     latency = (
@@ -83,18 +87,31 @@ def readme(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec, test: float 
     rows = [
         ("structure", f"`{spec.summary()}`".replace("|", "\\|")),  # not a table cell
         ("validation accuracy (search)", f["val_accuracy"]),
-        ("latency", latency),
+        ("latency (search)", latency),
         ("parameters", f["params"]),
         (f"FLOPs per {'text' if text else 'image'}", f"{f['mflops']} M"),
     ]
-    if test is not None:
-        rows.append(("test accuracy (retrained, `model.safetensors`)", f"{test:.4f}"))
+    if retrained is not None:
+        training, measured = retrained.training, retrained.latency
+        cpu = markdown_text(str(fingerprint()["cpu"]))
+        rows += [
+            ("test accuracy (retrained, `model.safetensors`)", f"{retrained.test_accuracy:.4f}"),
+            (
+                "retraining",
+                f"{training.epochs_done:.2f} epochs in {training.wall_seconds / 60:.1f} min",
+            ),
+            (
+                "latency (measured at export)",
+                f"{measured.median_ms:.3f} ms (IQR {measured.iqr_ms:.3f}), batch 1, one thread, "
+                f"on: {cpu}",
+            ),
+        ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     attrs = study.user_attrs
     vocab_note = " `vocab.json` is the vocabulary `encode` reads." if text else ""
     helper = "encode" if text else "preprocess"
     onnx_input = "the `encode`d int64 token ids" if text else "the `preprocess`ed float tensor"
-    weights = test is not None
+    weights = retrained is not None
     needs = (
         "PyTorch, and the `safetensors` package to load `model.safetensors`"
         if weights

@@ -115,7 +115,7 @@ def export(args: argparse.Namespace) -> Path:
 
     ``args`` holds the command line's options, by the names :mod:`nas.export.cli` gives
     them (``storage``, ``study_name``, ``trial``/``best``/``pick``, ``out``, ``force``,
-    ``weights``, ``epochs``, ``device``, ``data_dir``, ``dataset``,
+    ``weights``, ``epochs``, ``minutes``, ``device``, ``data_dir``, ``dataset``,
     ``trust_stored_dataset``, ``space``, ``trust_stored_spec``).
     """
     study = load_existing_study(args.storage, args.study_name)
@@ -179,24 +179,36 @@ def _export(args: argparse.Namespace, study: optuna.Study) -> Path:
         (staging / "spec.json").write_text(spec.to_json(indent=2) + "\n")
         if vocab is not None:
             vocab.save(staging / "vocab.json")
-        test = None
+        retrained = None
         if args.weights:
             from safetensors.torch import save_file
 
             device = args.device
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            model, test = retrain(
-                study, spec, seed, args.epochs, device, args.data_dir, dataset=source
+            retrained = retrain(
+                study,
+                spec,
+                seed,
+                device,
+                args.data_dir,
+                epochs=args.epochs,
+                minutes=args.minutes,
+                dataset=source,
+                show_progress=True,
             )
+            model, training = retrained.model, retrained.training
             print(
-                f"trial {trial.number} retrained {args.epochs:g} epochs: test accuracy {test:.4f}"
+                f"trial {trial.number} retrained {training.epochs_done:.2f} epochs in "
+                f"{training.wall_seconds / 60:.1f} min: test accuracy "
+                f"{retrained.test_accuracy:.4f}, latency {retrained.latency.median_ms:.3f} ms "
+                "(batch 1, one thread, this machine)"
             )
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
             save_file(state, str(staging / "model.safetensors"))
             diff = write_onnx(model, spec, staging / "model.onnx")
             print(f"model.onnx matches PyTorch (max difference {diff:.2g})")
-        (staging / "README.md").write_text(readme(study, trial, spec, test), encoding="utf-8")
+        (staging / "README.md").write_text(readme(study, trial, spec, retrained), encoding="utf-8")
         _check_out(out, args.force)  # again: the retraining took a while
         _install(staging, out, Path(tmp) / "previous")
     print(f"exported trial {trial.number} ({spec.summary()}) to {out}/")

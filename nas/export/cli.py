@@ -6,9 +6,11 @@
 
 Writes ``model.py`` (torch and the standard library only, see :mod:`nas.export._codegen`),
 ``spec.json`` and a ``README.md`` with the trial's figures; with ``--weights`` it also
-retrains the architecture on the full training split for ``--epochs``, prints the test
-accuracy and writes ``model.safetensors`` and ``model.onnx`` (checked with onnxruntime
-against PyTorch).
+retrains the architecture on the full training split for ``--epochs`` or ``--minutes``
+(both: whichever ends first; the schedule anneals as a time budget runs out, see
+:mod:`nas.train`), with progress shown, prints the test accuracy and the latency measured
+here, and writes them to the README beside ``model.safetensors`` and ``model.onnx``
+(checked with onnxruntime against PyTorch).
 
 A text network also gets ``vocab.json``, which its ``model.py``'s ``encode`` reads: the
 vocabulary is rebuilt from the dataset with the seed and columns the search recorded
@@ -50,6 +52,7 @@ import math
 
 from nas import command
 from nas.export._error import ExportError
+from nas.export._retrain import DEFAULT_EPOCHS
 from nas.export._write import export
 
 
@@ -76,7 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights", action="store_true", help="retrain; write safetensors and ONNX"
     )
-    parser.add_argument("--epochs", type=float, default=10.0, help="retraining epochs")
+    parser.add_argument(
+        "--epochs",
+        type=float,
+        help=f"retraining epochs (default {DEFAULT_EPOCHS:g}, or unbounded with --minutes)",
+    )
+    parser.add_argument("--minutes", type=float, help="retraining time budget in minutes")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--data-dir", help="where the dataset's files are")
     parser.add_argument(
@@ -102,8 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (math.isfinite(args.epochs) and args.epochs > 0):
-        raise ExportError(f"--epochs must be a finite number above 0, got {args.epochs:g}")
+    for flag in ("epochs", "minutes"):
+        value = getattr(args, flag)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ExportError(f"--{flag} must be a finite number above 0, got {value:g}")
     export(args)
     return 0
 

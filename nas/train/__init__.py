@@ -13,13 +13,14 @@ from nas.train._measure import (
     make_input,
     measure_latency,
 )
-from nas.train._trainer import train
+from nas.train._trainer import TrainResult, train
 
 __all__ = [
     "AugmentError",
     "Latency",
     "TrainConfig",
     "TrainConfigError",
+    "TrainResult",
     "count_flops",
     "count_params",
     "evaluate",

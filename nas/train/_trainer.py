@@ -76,6 +76,7 @@ from nas.train._evaluate import SplitLike, evaluate, is_tokens, prepare
 Status = Literal["ok", "time_limit", "nan"]
 ReportFn = Callable[[float, float], None]
 EstimateFn = Callable[[float, bool], None]
+ProgressFn = Callable[[float, float], None]
 
 # Steps timed for the cost estimate, after the first: enough for a stable median, few
 # enough that a refused candidate costs little.
@@ -246,6 +247,7 @@ def train(
     report: ReportFn | None = None,
     device: torch.device | str | None = None,
     estimate: EstimateFn | None = None,
+    progress: ProgressFn | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train``, evaluating on ``data.val``.
 
@@ -262,6 +264,9 @@ def train(
         estimate: ``estimate(seconds, final)`` with the whole training's estimated cost,
             a first look and then the final estimate (module docstring); it may raise to
             stop, as ``report`` may.
+        progress: ``progress(fraction, epoch)`` after each step: the schedule's progress
+            in [0, 1] (steps or, with ``max_seconds``, time, whichever is further) and the
+            epochs done; for a progress bar.
 
     Returns:
         A :class:`TrainResult`; the model is left in eval mode with the final weights.
@@ -276,7 +281,9 @@ def train(
         memory_format = "contiguous"  # channels_last means nothing to a sequence model
     t_start = time.perf_counter()
     with thread_count(config.threads), _seeded_global_rng(config.seed, dev):
-        result = _train(model, data, config, report, estimate, dev, precision, memory_format)
+        result = _train(
+            model, data, config, report, estimate, progress, dev, precision, memory_format
+        )
     result.wall_seconds = time.perf_counter() - t_start
     return result
 
@@ -287,6 +294,7 @@ def _train(
     config: TrainConfig,
     report: ReportFn | None,
     estimate: EstimateFn | None,
+    progress: ProgressFn | None,
     dev: torch.device,
     precision: Literal["bf16", "fp32"],
     memory_format: Literal["channels_last", "contiguous"],
@@ -361,6 +369,13 @@ def _train(
     def point(step: int) -> float:
         return step / steps_per_epoch
 
+    def schedule_done(step: int) -> float:
+        """The schedule's progress: steps, or time under a budget, whichever is further."""
+        done = step / total_steps
+        if config.max_seconds is not None:
+            done = max(done, (time.perf_counter() - t_budget) / config.max_seconds)
+        return done
+
     def close_segment() -> bool:
         """Record the mean loss since the last point; False if it is not finite."""
         nonlocal loss_mark, loss_mark_step
@@ -375,13 +390,11 @@ def _train(
     model.train()
     while step < total_steps:
         t0 = time.perf_counter()
-        progress = step / total_steps
-        if config.max_seconds is not None:
-            progress = max(progress, (t0 - t_budget) / config.max_seconds)
-            if progress >= 1.0:
-                result.status = "time_limit"
-                break
-        factor = lr_factor(config, progress)
+        done = schedule_done(step)
+        if config.max_seconds is not None and done >= 1.0:
+            result.status = "time_limit"
+            break
+        factor = lr_factor(config, done)
         for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
             g["lr"] = base * factor
 
@@ -407,7 +420,9 @@ def _train(
         loss_sum += loss.detach()
         step += 1
         if lookahead is not None and step % _Lookahead.EVERY == 0:
-            lookahead.update(_Lookahead.decay(progress))
+            lookahead.update(_Lookahead.decay(done))
+        if progress is not None:
+            progress(min(schedule_done(step), 1.0), point(step))
         step_seconds = time.perf_counter() - t0
         train_seconds += step_seconds
         if 1 < step <= ESTIMATE_STEPS + 1 and step < total_steps:

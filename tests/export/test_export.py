@@ -18,10 +18,11 @@ import optuna
 import pytest
 import torch
 
+from nas.data import load_data
 from nas.export import ExportError, parse_pick
 from nas.export.cli import main
 from nas.model import ArchSpec, build_model
-from nas.search import make_storage
+from nas.search import load_space, make_storage
 from tests.conftest import TEXT_SEED, StudyRef, TextStudyRef
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -140,10 +141,16 @@ def test_weights_retrain_safetensors_and_onnx(
 
     out = tmp_path / "w"
     assert export(digits_study, out, "--trial", "0", "--weights", "--epochs", "1") == 0
-    printed = capsys.readouterr().out
+    printed, progress = capsys.readouterr()
     assert "test accuracy" in printed
-    test_accuracy = float(printed.split("test accuracy ")[1].split()[0])
+    test_accuracy = float(printed.split("test accuracy ")[1].split(",")[0])
     assert 0.3 < test_accuracy <= 1.0  # seed_cnn learns digits in one epoch
+    # Off a terminal the progress is a line per tenth of the budget.
+    assert "retraining 1 epochs: 50%" in progress and "retraining 1 epochs: 100%" in progress
+    readme = (out / "README.md").read_text()
+    assert f"| test accuracy (retrained, `model.safetensors`) | {test_accuracy:.4f} |" in readme
+    assert "| retraining | 1.00 epochs in " in readme
+    assert "| latency (measured at export) | " in readme and "batch 1, one thread" in readme
     doc = docstring_of(out / "model.py")
     assert "safetensors package" in doc and 'load_file("model.safetensors")' in doc
     assert "No weights" not in doc and "needs only" not in (out / "README.md").read_text()
@@ -466,8 +473,23 @@ def test_retrain_evaluates_at_the_search_batch(
     monkeypatch.setattr(retraining, "evaluate", spy)
     study = optuna.load_study(study_name=digits_study.name, storage=digits_study.storage)
     spec = ArchSpec.from_dict(study.trials[0].user_attrs["arch"])
-    _, test = retrain(study, spec, seed=0, epochs=0.2, device="cpu", data_dir=None)
+    test = retrain(study, spec, seed=0, device="cpu", data_dir=None, epochs=0.2).test_accuracy
     assert 0 <= test <= 1 and batches and set(batches) == {256}, batches
+
+
+def test_a_retrain_in_minutes_stops_with_the_clock_and_within_its_epochs() -> None:
+    from nas.export import retrain_on
+
+    data = load_data("digits")
+    spec = load_space("seed_cnn").spec(data.task)
+    # A budget of 0.6 s is far below the epochs' cost: the clock ends it, annealed.
+    by_clock = retrain_on(data, spec, 0, "cpu", epochs=1000, minutes=0.01)
+    assert by_clock.training.status == "time_limit" and by_clock.training.epochs_done < 1000
+    # Epochs that end long before the minutes do: the epochs end it.
+    by_epochs = retrain_on(data, spec, 0, "cpu", epochs=0.5, minutes=60)
+    assert by_epochs.training.status == "ok"
+    assert by_epochs.training.epochs_done == pytest.approx(0.5, abs=0.05)
+    assert by_epochs.latency.median_ms > 0 and 0 <= by_epochs.test_accuracy <= 1
 
 
 def test_stored_specs_are_judged_by_the_studys_attention_budget(
@@ -502,3 +524,18 @@ def test_docstring_figures_are_formatted(
     doc = docstring_of(out / "model.py")
     assert "after 0.30 epochs" in doc and "n/a parameters" in doc
     assert "| parameters | n/a |" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--minutes"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_retraining_budget_must_be_finite_and_positive(
+    digits_study: StudyRef,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+) -> None:
+    assert export(digits_study, tmp_path / "o", "--best", "--weights", flag, value) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be a finite number above 0" in err and value in err
+    assert not (tmp_path / "o").exists()
