@@ -8,6 +8,7 @@ starts again). Run it alone: every arm is a race against the clock::
     .venv/bin/python bench/endtoend.py                     # 60 minutes per arm, seed 0
     .venv/bin/python bench/endtoend.py --minutes 15 --seeds 0,1
     .venv/bin/python bench/endtoend.py --minutes 15 --seeds 0,1 --report   # tables only
+    .venv/bin/python bench/endtoend.py --minutes 15 --report --plot docs/endtoend_15min.png
     .venv/bin/python bench/endtoend.py --minutes 10 --device cuda          # on a GPU
 
 Arms, each with ``--minutes`` of wall time from its start (Python start-up, data loading,
@@ -244,11 +245,47 @@ def report(records: list[dict[str, Any]], args: argparse.Namespace) -> float:
                 f"seed {seed}: ours {acc:.4f} at {lat:.3f} ms, random {other[0]:.4f} at "
                 f"{other[1]:.3f} ms: gap {100 * (acc - other[0]):+.2f} points"
             )
+    if args.plot is not None:
+        plot(
+            points,
+            args.plot,
+            f"{args.minutes:g} minutes per arm, {here['cpu']} ({here['capability']})",
+        )
     seed_lat = next((p[1] for (arm, _), p in points.items() if arm == "seed_cnn"), math.nan)
     at_seed = [acc for acc, lat in ours.values() if lat <= seed_lat]
     if len(at_seed) < len(ours):
         print(f"{len(ours) - len(at_seed)} of our networks re-measured over seed_cnn's latency")
     return statistics.mean(at_seed) if at_seed and len(at_seed) == len(ours) else math.nan
+
+
+def plot(points: dict[tuple[str, int], tuple[float, float]], path: Path, title: str) -> None:
+    """Test accuracy against re-measured latency, one point per arm and seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    styles = {"seed_cnn": "s", "resnet": "D", "random": "^", "ours": "o"}
+    for arm, marker in styles.items():
+        mine = [(lat, acc, seed) for (a, seed), (acc, lat) in points.items() if a == arm]
+        if not mine:
+            continue
+        ax.scatter([m[0] for m in mine], [m[1] for m in mine], marker=marker, label=arm)
+        for lat, acc, seed in mine:
+            label = arm if arm in HAND else f"seed {seed}"
+            ax.annotate(label, (lat, acc), xytext=(5, -3), textcoords="offset points", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency, batch 1, one thread (ms, log scale)")
+    ax.set_ylabel("test accuracy after retraining")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    print(f"plot: {path}")
 
 
 def main() -> None:
@@ -262,6 +299,7 @@ def main() -> None:
     p.add_argument("--latency-rounds", type=int, default=3)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--report", action="store_true", help="only the tables from --out")
+    p.add_argument("--plot", type=Path, help="write the accuracy-vs-latency picture here")
     args = p.parse_args()
     if not 0 < args.search_share < 1:
         p.error(f"--search-share must be between 0 and 1, got {args.search_share:g}")

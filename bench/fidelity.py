@@ -1,10 +1,12 @@
 """Does the search's brief training rank networks as a real training does? Spearman per rung.
 
-Reproduce (resumable: each network's results are appended to ``--out`` as they come, and
-a rerun with the same settings skips them; the long budget dominates, minutes per
-network on a 2-core CPU). The tables count every network measured with the same
-settings, those of earlier lists too (another front, the space before it changed). Run
-it alone: whether a network is skipped as over the cost cap depends on the speed measured::
+Reproduce (resumable: each network's results are appended to ``--out``,
+``bench/results/fidelity.jsonl`` in the repository, as they come, and a rerun with the
+same settings skips them; the long budget dominates, minutes per network on a 2-core
+CPU, hours in all: commit the records, so the next session goes on). The tables count
+every network measured with the same settings, those of earlier lists too (another
+front, the space before it changed). Run it alone: whether a network is skipped as over
+the cost cap depends on the speed measured::
 
     .venv/bin/python bench/fidelity.py --front sqlite:///bench/out/default.db
     .venv/bin/python bench/fidelity.py --report            # the tables from --out only
@@ -56,12 +58,13 @@ from optuna.trial import FixedTrial
 from scipy.stats import spearmanr
 
 from nas.data import Data, load_data
-from nas.export import ExportError, retrain_on
+from nas.export import ExportError, retrain_config, retrain_on
 from nas.model import ArchSpec, build_model
 from nas.search import BASELINES, load_builtin_space
-from nas.train import TrainConfig, train
+from nas.train import train
 
-OUT = Path(__file__).resolve().parent / "out"
+# Kept in the repository: the long trainings take hours, longer than a session.
+RESULTS = Path(__file__).resolve().parent / "results" / "fidelity.jsonl"
 
 
 @dataclass(frozen=True)
@@ -153,9 +156,10 @@ def measure(
 
 
 def long_settings_key(args: argparse.Namespace) -> str:
-    """What a record's long training depends on."""
-    clip = TrainConfig().grad_clip
-    return f"{args.dataset} seed {args.seed} long {args.long_epochs:g} grad_clip {clip}"
+    """What a record's long training depends on: the settings and the export's recipe."""
+    c = retrain_config("image", seed=args.seed, epochs=args.long_epochs, minutes=None, flip=True)
+    recipe = f"batch {c.batch_size} lr {c.lr:g} grad_clip {c.grad_clip}"
+    return f"{args.dataset} seed {args.seed} long {args.long_epochs:g} {recipe}"
 
 
 def settings_key(args: argparse.Namespace) -> str:
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu or cuda (the data goes there too)")
-    p.add_argument("--out", type=Path, default=OUT / "fidelity.jsonl")
+    p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--report", action="store_true", help="only print what --out holds")
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)

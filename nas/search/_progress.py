@@ -25,7 +25,9 @@ class Progress:
     since a bar redrawn every few seconds fills a log with carriage returns.
     """
 
-    def __init__(self, study: optuna.Study, total: int) -> None:
+    def __init__(self, study: optuna.Study, total: int, timeout: float | None = None) -> None:
+        """``timeout``: the seconds after which the search starts no trial (``--timeout``);
+        the time left shown is then at most what remains of it."""
         from tqdm import tqdm
 
         self.bar = tqdm(
@@ -33,6 +35,7 @@ class Progress:
         )
         self.status = tqdm(bar_format="{desc}", position=1, file=sys.stderr, disable=None)
         self.total = total
+        self.timeout = timeout
         self.last = ""
         self.last_status = ""
         self.front_of: tuple[int, int] = (0, 0)  # (complete trials, front size) last seen
@@ -80,6 +83,8 @@ class Progress:
         elapsed = time.monotonic() - self.started
         if done > self.first:
             left = elapsed / (done - self.first) * (self.total - done)
+            if self.timeout is not None:  # then the running trials finish: "about"
+                left = min(left, max(self.timeout - elapsed, 0.0))
             line += f", {_clock(elapsed)} elapsed, about {_clock(left)} left"
         print(line, file=sys.stderr, flush=True)
 

@@ -410,7 +410,7 @@ def run(args: argparse.Namespace) -> int:
             if v is not None
         )
         print(f"limits (over them: pruned, not trained): {shown}", file=sys.stderr)
-    progress = Progress(study, s.trials)
+    progress = Progress(study, s.trials, s.timeout)
     stops = StopSignals()
     # Signal handlers can only be set from the main thread (main() may run in another).
     if threading.current_thread() is threading.main_thread():

@@ -58,3 +58,18 @@ def test_off_a_terminal_each_change_is_one_line(capsys: pytest.CaptureFixture[st
     assert lines[1:3] == ["trial 0, measuring", "trial 0, 2.00 ms"]
     assert lines[3].startswith("1/10 trials (0 pruned, 0 failed), best accuracy 0.5000, front 1")
     assert len(lines) == 4 and "\r" not in "".join(lines)
+
+
+def test_the_time_left_is_at_most_what_remains_of_the_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    progress = Progress(study, 1_000_000, timeout=60.0)
+    study.tell(study.ask(), (0.5, 2.0))
+    progress.update(study)
+    progress.close()
+    line = capsys.readouterr().err.splitlines()[-1]
+    # A million trials at this pace would take hours; the timeout ends the search sooner.
+    assert line.startswith("1/1000000 trials") and "elapsed, about " in line, line
+    left = line.split("about ")[1].split(" left")[0]
+    assert left.count(":") == 1 and left <= "1:00", left
