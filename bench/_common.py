@@ -54,7 +54,7 @@ from nas.search import (
     trial_train_config,
 )
 from nas.search._settings import MIN_TRAIN_STEPS
-from nas.train import TrainConfig, count_flops
+from nas.train import TrainConfig, count_flops, measure_latency
 
 OUT = Path(__file__).resolve().parent / "out"
 OBJECTIVES = ("accuracy", "latency")
@@ -283,3 +283,8 @@ def searched_lr(trial: FrozenTrial) -> float | None:
     recipe's."""
     lr = trial.params.get(LR_PARAM)
     return None if lr is None else float(lr)
+
+
+def latency_ms(spec: ArchSpec) -> float:
+    """``spec``'s latency as the search measures a trial: batch 1, one thread."""
+    return measure_latency(build_model(spec), spec.input, batch=1, threads=1).median_ms

@@ -59,12 +59,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from _common import OUT, table
+from _common import OUT, latency_ms, table
+from torch import nn
 
 from nas.data import Data, Split, load_data
 from nas.export import retrain_on
 from nas.model import ArchSpec, build_model
 from nas.search import counts, front, load_space
+from nas.stored import number
 from nas.train import count_params, evaluate, fingerprint, measure_latency
 
 HAND = ("seed_cnn", "resnet")
@@ -94,12 +96,6 @@ def settings(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
 
 def matches(record: dict[str, Any], key: dict[str, Any]) -> bool:
     return all(record.get(k) == v for k, v in key.items())
-
-
-def seed_latency_ms(data: Data) -> float:
-    """``seed_cnn``'s latency as the search measures a trial (batch 1, one thread)."""
-    spec = load_space("seed_cnn").spec(data.task)
-    return measure_latency(build_model(spec), spec.input, batch=1, threads=1).median_ms
 
 
 def retrained(
@@ -146,13 +142,18 @@ def search_arm(arm: str, data: Data, args: argparse.Namespace, seed: int, t0: fl
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     searched = time.perf_counter() - t0
     study = optuna.load_study(study_name=arm, storage=storage)
-    limit = seed_latency_ms(data)
-    fits = [t for t in front(study) if t.user_attrs.get("latency_ms", math.inf) <= limit]
+    limit = latency_ms(load_space("seed_cnn").spec(data.task))
+    members = front(study)
+    # A stored latency that is no finite number fits nothing.
+    latencies = [number(t.user_attrs.get("latency_ms")) for t in members]
+    fits = [
+        t for t, lat in zip(members, latencies, strict=True) if lat is not None and lat <= limit
+    ]
     chosen = fits[: args.retrain_top]
     record: dict[str, Any] = {
         "search_seconds": searched,
         "trials": counts(study),
-        "front": len(front(study)),
+        "front": len(members),
         "seed_latency_ms": limit,
         "networks": [],
     }
@@ -184,16 +185,15 @@ def load(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def remeasure(specs: dict[str, ArchSpec], rounds: int) -> dict[str, tuple[float, float]]:
-    """Each spec's batch-1 one-thread latency: median over interleaved rounds, and the
+def remeasure(
+    models: dict[str, tuple[ArchSpec, nn.Module]], rounds: int
+) -> dict[str, tuple[float, float]]:
+    """Each model's batch-1 one-thread latency: median over interleaved rounds, and the
     rounds' spread (max − min) / median."""
-    models = {key: build_model(spec) for key, spec in specs.items()}
-    times: dict[str, list[float]] = {key: [] for key in specs}
+    times: dict[str, list[float]] = {key: [] for key in models}
     for _ in range(rounds):
-        for key, model in models.items():
-            spec = specs[key]
-            shape = (spec.input.channels, spec.input.height, spec.input.width)
-            lat = measure_latency(model, shape, batch=1, threads=1, min_run_time=1.0)
+        for key, (spec, model) in models.items():
+            lat = measure_latency(model, spec.input, batch=1, threads=1, min_run_time=1.0)
             times[key].append(lat.median_ms)
     medians = {key: statistics.median(ts) for key, ts in times.items()}
     return {key: (mid, (max(times[key]) - min(times[key])) / mid) for key, mid in medians.items()}
@@ -210,7 +210,8 @@ def report(records: list[dict[str, Any]], args: argparse.Namespace) -> float:
         for n in picked.values()
         if n is not None
     }
-    latency = remeasure(specs, args.latency_rounds)
+    models = {key: (spec, build_model(spec)) for key, spec in specs.items()}
+    latency = remeasure(models, args.latency_rounds)
     head = ["arm", "seed", "test acc", "latency ms", "spread", "params", "wall min", "epochs"]
     rows: list[list[object]] = [[*head, "trials c/p", "network"]]
     points: dict[tuple[str, int], tuple[float, float]] = {}
@@ -227,7 +228,7 @@ def report(records: list[dict[str, Any]], args: argparse.Namespace) -> float:
         key = json.dumps(n["spec"], sort_keys=True)
         lat, spread = latency[key]
         points[(r["arm"], r["seed"])] = (n["test"], lat)
-        params = f"{count_params(build_model(specs[key])):,}"
+        params = f"{count_params(models[key][1]):,}"
         figures = [f"{n['test']:.4f}", f"{lat:.3f}", f"{spread:.0%}", params, wall]
         rows.append([r["arm"], r["seed"], *figures, f"{n['epochs']:.1f}", searched, n["summary"]])
     print(f"{args.minutes:g} minutes per arm; machine {here}")

@@ -35,11 +35,11 @@ from dataclasses import dataclass, replace
 
 import optuna
 import torch
-from _common import default_trial_config, searched_lr
+from _common import default_trial_config, latency_ms, searched_lr
 
 from nas.data import Data, load_data
 from nas.model import ArchSpec, HeadSpec, InputSpec, StemSpec, build_model
-from nas.train import TrainConfig, measure_latency, train
+from nas.train import TrainConfig, train
 
 
 @dataclass
@@ -74,10 +74,6 @@ def mlp_spec(data: Data, hidden: tuple[int, ...], dropout: float) -> ArchSpec:
 def accuracy(spec: ArchSpec, data: Data, config: TrainConfig, seed: int) -> float:
     run = replace(config, seed=seed)
     return train(build_model(spec, seed=seed), data, run).val_accuracy
-
-
-def latency_ms(spec: ArchSpec) -> float:
-    return measure_latency(build_model(spec), spec.input, batch=1, threads=1).median_ms
 
 
 def pareto(cands: list[Candidate]) -> list[Candidate]:
