@@ -66,6 +66,7 @@ from nas.data import Data, Split, load_data
 from nas.export import retrain_on
 from nas.model import ArchSpec, build_model
 from nas.search import counts, front, load_space
+from nas.search._settings import PROMOTIONS
 from nas.stored import number
 from nas.train import count_params, evaluate, fingerprint, measure_latency
 
@@ -90,7 +91,10 @@ def machine(device: str) -> dict[str, Any]:
 def settings(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
     s: dict[str, Any] = {"arm": arm, "seed": seed, "minutes": args.minutes}
     if arm in SAMPLERS:
+        # The search's promotions are part of what an arm measures: the records made
+        # before them (no such key) are another search's, left out of the report.
         s |= {"search_share": args.search_share, "retrain_top": args.retrain_top}
+        s |= {"promotions": PROMOTIONS}
     return s | {"machine": machine(args.device)}
 
 

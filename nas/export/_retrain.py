@@ -138,7 +138,7 @@ class _Bar:
         from tqdm import tqdm
 
         budget = [f"{epochs:g} epochs"] if epochs is not None else []
-        budget += [f"{minutes:g} min"] if minutes is not None else []
+        budget += [f"{minutes:.3g} min"] if minutes is not None else []
         self.what = "retraining " + (" or ".join(budget) or f"{DEFAULT_EPOCHS:g} epochs")
         self.bar = tqdm(
             total=100, desc=self.what, unit="%", file=sys.stderr, disable=None, leave=False

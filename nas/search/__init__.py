@@ -19,6 +19,7 @@ from nas.search._pruning import (
     ParetoPruner,
     PrunedTrialsSampler,
     make_pruner,
+    promoted,
     report,
     should_prune,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "open_existing_storage",
     "open_study",
     "pareto",
+    "promoted",
     "report",
     "run_trial",
     "run_worker",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,7 +27,15 @@ from nas.search._locks import MACHINE_LOCK_TIMEOUT, measurement_lock, training_l
 from nas.search._notes import write_note
 from nas.search._spaces import Suggest, load_builtin_space
 from nas.search._timelimit import uncounted
-from nas.train import TrainConfig, count_flops, count_params, fingerprint, measure_latency, train
+from nas.train import (
+    TrainConfig,
+    TrainResult,
+    count_flops,
+    count_params,
+    fingerprint,
+    measure_latency,
+    train,
+)
 
 # Learning-curve steps are hundredths of an epoch: Optuna wants integer steps and the
 # rungs of a brief training are fractions of an epoch.
@@ -104,6 +113,14 @@ class Objective:
     # "Searching"). 1: every trial trains at the recipe's. The hand designs always do:
     # they are the reference.
     lr_factor: float = 1.0
+    # Rungs after the budget: a trial that ends its training among the best of its peers
+    # (nas.search._pruning.promoted) trains on from its weights, to ``promotion_factor``
+    # times its budget, up to ``promotions`` times; the runner sets both from the search.
+    promotions: int = 0
+    promotion_factor: float = 3.0
+    # A promotion estimated to end after this time.monotonic() is not started: the search
+    # starts no trial then either (--timeout); None: no deadline.
+    deadline: float | None = None
     # Called when the running trial gets further (latency measured, cost estimated, each
     # rung), so that progress shows it; the runner sets it.
     on_progress: Callable[[], None] | None = None
@@ -172,17 +189,18 @@ class Objective:
 
         config = replace(self.train_config, seed=seed, lr=lr)
         trial.set_user_attr("epochs_budget", config.epochs)
+        done = 0.0  # epochs trained at the rungs before this one
 
         def report(epoch: float, accuracy: float) -> None:
-            trial.set_user_attr("epochs_done", epoch)
-            pruning.report(trial, round(epoch * STEPS_PER_EPOCH), accuracy)
+            trial.set_user_attr("epochs_done", done + epoch)
+            pruning.report(trial, round((done + epoch) * STEPS_PER_EPOCH), accuracy)
             self._progress()
             # The last report comes after training: pruning then would save nothing and
             # only drop a finished candidate from the front.
             # (The trainer ends on a whole step, a little short of config.epochs; the
             # last rung comes a whole report interval earlier.)
             final = epoch > config.epochs - (config.report_every or config.epochs) / 2
-            if not final and pruning.should_prune(trial):
+            if done == 0 and not final and pruning.should_prune(trial):
                 raise optuna.TrialPruned(f"pruned at epoch {epoch:.2f}: accuracy {accuracy:.4f}")
 
         def estimate(seconds: float, final: bool) -> None:
@@ -201,16 +219,49 @@ class Objective:
                 )
 
         model.to(self.device)
-        with uncounted(training_lock(self.lock_timeout)):
-            result = train(
-                model, self.data, config, report=report, device=self.device, estimate=estimate
-            )
-        trial.set_user_attr("epochs_done", result.epochs_done)
-        trial.set_user_attr("images_per_second", result.images_per_second)
-        trial.set_user_attr("train_seconds", result.train_seconds)
+        seconds, images, rung = 0.0, 0.0, 0
+        kept: tuple[TrainResult, float, dict[str, torch.Tensor]] | None = None
+        while True:
+            with uncounted(training_lock(self.lock_timeout)):
+                result = train(
+                    model,
+                    self.data,
+                    config,
+                    report=report,
+                    device=self.device,
+                    estimate=estimate if rung == 0 else None,
+                )
+            done += result.epochs_done
+            seconds += result.train_seconds
+            images += result.images_per_second * result.train_seconds
+            if result.status == "nan" or not math.isfinite(result.val_accuracy):
+                if kept is not None:  # diverged after a promotion: the last rung's model
+                    result, done, state = kept
+                    model.load_state_dict(state)
+                    trial.set_user_attr("diverged_at_rung", rung + 1)
+                break
+            budget = self.train_config.epochs * self.promotion_factor ** (rung + 1)
+            if not self._promote(trial, rung, (budget - done) * seconds / max(done, 1e-9)):
+                break
+            # Trained on from these weights: the schedule warms up again and anneals to the
+            # new budget (a warm restart, as in SGDR), so each rung ends on an annealed
+            # model; a fresh data order, and no rungs inside (its end is the judged point).
+            kept = (result, done, {k: v.clone() for k, v in model.state_dict().items()})
+            rung += 1
+            config = replace(config, epochs=budget - done, seed=seed + rung, report_every=None)
+            trial.set_user_attr("promotions", rung)
+            trial.set_user_attr("epochs_budget", budget)
+            # For the progress line's time to go (train_estimate_s stays the first rung's:
+            # the cost limit compares trials by it).
+            trial.set_user_attr("rung_estimate_s", config.epochs * seconds / done)
+            trial.set_user_attr("rung_started", time.time())
+            self._progress()
+        trial.set_user_attr("epochs_done", done)
+        trial.set_user_attr("images_per_second", images / seconds if seconds > 0 else 0.0)
+        trial.set_user_attr("train_seconds", seconds)
         trial.set_user_attr("train_status", result.status)
         if result.status == "nan" or not math.isfinite(result.val_accuracy):
-            raise TrialFailed(f"loss became NaN/inf after {result.epochs_done:.2f} epochs")
+            raise TrialFailed(f"loss became NaN/inf after {done:.2f} epochs")
         values: dict[str, float] = {
             "accuracy": result.val_accuracy,
             "latency": latency.median_ms,
@@ -219,6 +270,16 @@ class Objective:
         }
         out = tuple(values[o] for o in self.objectives)
         return out[0] if len(out) == 1 else out
+
+    def _promote(self, trial: optuna.Trial, rung: int, seconds: float) -> bool:
+        """Whether the trial, done with ``rung``'s budget, trains on to the next (the
+        promotion rule, :func:`nas.search._pruning.promoted`), which is estimated to cost
+        ``seconds`` more: not past the last rung, nor past the search's deadline."""
+        if rung >= self.promotions:
+            return False
+        if self.deadline is not None and time.monotonic() + seconds > self.deadline:
+            return False
+        return pruning.promoted(trial)
 
     def _check_limits(self, latency_ms: float | None, params: int, flops: int) -> None:
         over: list[tuple[str, Any, Any]] = []

@@ -115,9 +115,13 @@ def _phrase(t: FrozenTrial, now: datetime.datetime) -> tuple[str, str]:
     if t.intermediate_values:
         last = t.intermediate_values[max(t.intermediate_values)]
         parts.append(f"rung accuracy {figure(last, '.4f')}")
-    estimate = number(a.get("train_estimate_s"))
-    if estimate is not None and t.datetime_start is not None:
-        left = estimate - (now - t.datetime_start).total_seconds()
+    # A promoted trial's time to go is its rung's, from the rung's start.
+    estimate, started = number(a.get("rung_estimate_s")), number(a.get("rung_started"))
+    if estimate is None or started is None:
+        estimate = number(a.get("train_estimate_s"))
+        started = None if t.datetime_start is None else t.datetime_start.timestamp()
+    if estimate is not None and started is not None:
+        left = estimate - (now.timestamp() - started)
         return ", ".join(parts), f", about {_clock(max(left, 0.0))} to go"
     if len(parts) == 1:
         parts.append("measuring")

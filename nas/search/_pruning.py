@@ -38,10 +38,12 @@ from nas.search._optuna import stored_trial, write_intermediate
 
 __all__ = [
     "LATENCY_ATTR",
+    "PROMOTION_ETA",
     "PRUNER_NAMES",
     "ParetoPruner",
     "PrunedTrialsSampler",
     "make_pruner",
+    "promoted",
     "report",
     "should_prune",
 ]
@@ -50,6 +52,13 @@ log = logging.getLogger(__name__)
 
 #: User attr holding a trial's measured latency in milliseconds (set before training).
 LATENCY_ATTR = "latency_ms"
+
+#: A trial that has finished a rung's budget trains on when it is in the top 1/eta of the
+#: peers that reached that rung: successive halving's cut (ASHA's default factor).
+PROMOTION_ETA = 3.0
+
+# The trials whose values judge others: finished with a curve, or still training.
+_JUDGING = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 #: Names :func:`make_pruner` accepts.
 PRUNER_NAMES = ("pareto", "hyperband", "median", "none")
@@ -140,6 +149,48 @@ def should_prune(trial: optuna.trial.BaseTrial) -> bool:
         # deep inside a search; say so at the first rung, with the way out.
         raise ValueError(_refusal(type(pruner).__name__))
     return bool(pruner.prune(trial.study, stored_trial(trial)))
+
+
+def promoted(trial: optuna.Trial, eta: float = PROMOTION_ETA) -> bool:
+    """Whether a trial that has just finished a rung's budget trains on to the next one.
+
+    Asynchronous successive halving's promotion (ASHA), Pareto-aware as
+    :class:`ParetoPruner` is: the trial's value at its last step is compared with those of
+    the *peers* that reached that very step, and it is promoted when fewer than
+    ``ceil((n + 1) / eta)`` of the ``n`` peers did better. In a multi-objective study the
+    peers are the trials at least as fast (within the study's ``ParetoPruner`` band, 10×
+    otherwise): the only ones that could dominate it. In a single-objective study every
+    trial is a peer. Consequences, as in ASHA and Syne Tune's MOASHA: the first trial to
+    reach a rung is promoted (no peers), the next ones only when they beat it, and from
+    ``eta`` peers on, the top ``1/eta``; a trial faster than every other is always
+    promoted, and it is cheap. A NaN value is never promoted; a trial with no usable
+    latency in a multi-objective study always is (it cannot be placed)."""
+    frozen = stored_trial(trial)
+    step = frozen.last_step
+    if step is None:
+        return False
+    value = frozen.intermediate_values[step]
+    if math.isnan(value):
+        return False
+    study = trial.study
+    peers: Iterable[FrozenTrial]
+    if _is_multi_objective(study):
+        latency = _latency(frozen, LATENCY_ATTR)
+        if latency is None:
+            return True
+        # The pruner's peers: the trials that could dominate it.
+        pareto = study.pruner if isinstance(study.pruner, ParetoPruner) else ParetoPruner()
+        peers = pareto._peers(study, frozen, latency)
+    else:
+        peers = (
+            t
+            for t in study.get_trials(deepcopy=False, states=_JUDGING)
+            if t.number != frozen.number
+        )
+    reached = (p.intermediate_values.get(step) for p in peers)
+    values = [v for v in reached if v is not None and not math.isnan(v)]
+    n_better = sum(1 for v in values if v > value)
+    return n_better < math.ceil((len(values) + 1) / eta)
 
 
 # Optuna's pruners that rank trials by ``study.direction``, which multi-objective studies
@@ -336,10 +387,7 @@ class ParetoPruner(optuna.pruners.BasePruner):
     def _peers(
         self, study: optuna.Study, trial: FrozenTrial, latency: float
     ) -> Iterable[FrozenTrial]:
-        trials = study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        )
-        for other in trials:
+        for other in study.get_trials(deepcopy=False, states=_JUDGING):
             if other.number == trial.number:
                 continue
             other_latency = _latency(other, self.latency_key)

@@ -39,6 +39,7 @@ from nas.search._settings import (
     COST_HISTORY,
     DEFAULT_TRIAL_TIMEOUT,
     MIN_TRIAL_TIMEOUT,
+    PROMOTION_FACTOR,
     REFERENCE_DESIGN,
     TIMEOUT_FACTOR,
     TIMEOUT_HISTORY,
@@ -143,10 +144,13 @@ def run_worker(
         seed=s.seed,
         device=s.device,
         lr_factor=s.lr_factor,
+        promotions=s.promotions,
+        promotion_factor=PROMOTION_FACTOR,
         on_progress=None if on_progress is None else lambda: _show(on_progress, study),
     )
     reference = None if s.max_train_seconds is not None else reference_cost(objective)
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
+    objective.deadline = deadline
     while deadline is None or time.monotonic() < deadline:
         trial = None
         # Asked for, a trial is RUNNING before its heartbeat starts: stopped in between,

@@ -20,6 +20,12 @@ DEFAULT_EPOCHS: dict[TaskKind, float] = {"image": 0.3, "text": 2.0}
 MIN_TRAIN_STEPS = 4 * MIN_STEPS_JUDGED
 BASELINES = ("seed_cnn", "resnet")
 
+# Promotion rungs (--promotions): a trial that ends its budget among the top third of its
+# latency peers trains on to PROMOTION_FACTOR times the budget, and again, so that the
+# front's members are the ones trained longest (0.3 → 0.9 → 2.7 epochs for images).
+PROMOTIONS = 2
+PROMOTION_FACTOR = 3.0
+
 # --lr-factor's default: 1, every trial at the recipe's learning rate. Searching it (e.g. 4:
 # within 4x either way, nas.search._objective.Objective.lr_factor) did not pay in a default
 # search (the README's "Searching").
@@ -78,6 +84,7 @@ class Settings:
     max_train_seconds: float | None = None  # None: derived from the study (cost_limit)
     min_train_steps: int = 0  # with the default epochs: MIN_TRAIN_STEPS (trial_train_config)
     lr_factor: float = LR_FACTOR
+    promotions: int = PROMOTIONS
     allow_changed_settings: bool = False
 
 
@@ -134,4 +141,5 @@ def comparable_settings(s: Settings) -> dict[str, Any]:
         # all: a study made before it was the default holds trials trained without it.
         "grad_clip": TrainConfig().grad_clip,
         "lr_factor": s.lr_factor,
+        "promotions": s.promotions,
     }

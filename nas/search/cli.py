@@ -42,6 +42,8 @@ from nas.search._settings import (
     LR_FACTOR,
     MIN_TRAIN_STEPS,
     MIN_TRIAL_TIMEOUT,
+    PROMOTION_FACTOR,
+    PROMOTIONS,
     REFERENCE_DESIGN,
     TIMEOUT_FACTOR,
     TIMEOUT_HISTORY,
@@ -132,6 +134,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="search each trial's learning rate within this factor of the training recipe's, "
         "either way, on a log scale (4: 0.025-0.4 for images' SGD at 0.1); the hand designs "
         f"train at the recipe's (default {LR_FACTOR:g}: every trial does)",
+    )
+    p.add_argument(
+        "--promotions",
+        type=int,
+        default=PROMOTIONS,
+        help="rungs after the per-trial budget: a trial that ends it in the top third of the "
+        f"trials at least as fast trains on from its weights to {PROMOTION_FACTOR:g}x the "
+        f"budget, and so on, this many times (default {PROMOTIONS}; 0: none)",
     )
     p.add_argument(
         "--latency-device", default=None, help="where latency is measured (default: --device)"
@@ -296,6 +306,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise StudyError(
             f"--lr-factor must be a finite number of at least 1, got {args.lr_factor:g}"
         )
+    if args.promotions < 0:
+        raise StudyError(f"--promotions must be 0 or more, got {args.promotions}")
     if args.latency_batch < 1:
         raise StudyError(f"--latency-batch must be at least 1, got {args.latency_batch}")
     if args.jobs < 1:
@@ -367,6 +379,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         trial_timeout=args.trial_timeout,
         max_train_seconds=args.max_train_seconds,
         lr_factor=args.lr_factor,
+        promotions=args.promotions,
         min_train_steps=MIN_TRAIN_STEPS if args.epochs is None else 0,
         allow_changed_settings=args.allow_changed_settings,
     )

@@ -3,6 +3,7 @@ records, which values it returns, and what a limit stops before training."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -217,3 +218,24 @@ def test_each_trial_searches_its_learning_rate_within_the_factor(digits: Data) -
     study.enqueue_trial({}, user_attrs={"baseline": "seed_cnn"})
     baseline, _ = run_one(study, objective(digits, ("accuracy", "latency"), lr_factor=4.0))
     assert baseline.params == {}
+
+
+def test_a_trial_with_no_peers_is_promoted_and_trains_on_from_its_weights(digits: Data) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    t, values = run_one(study, objective(digits, ("accuracy", "latency"), promotions=2))
+    a = t.user_attrs
+    assert a["promotions"] == 2 and a["epochs_budget"] == pytest.approx(0.5 * 3 * 3)
+    assert 4.0 <= a["epochs_done"] <= 4.5  # the trainer ends each rung on a whole step
+    # Two rungs inside the first budget, then one at the end of each promoted rung.
+    first, second, third = sorted(t.intermediate_values)[-3:]
+    assert first <= 50 and 140 <= second <= 150 and 400 <= third <= 450
+    assert values[0] == t.intermediate_values[third] == t.values[0]
+    assert a["rung_estimate_s"] > 0
+
+
+def test_no_promotion_starts_that_would_end_after_the_deadline(digits: Data) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    obj = objective(digits, ("accuracy", "latency"), promotions=2, deadline=time.monotonic())
+    t, _ = run_one(study, obj)
+    assert t.state == TrialState.COMPLETE and "promotions" not in t.user_attrs
+    assert t.user_attrs["epochs_done"] <= 0.5

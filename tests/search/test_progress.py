@@ -3,6 +3,8 @@ line per change of what the running trials do (latency, epoch, last rung, time t
 
 from __future__ import annotations
 
+import time
+
 import optuna
 import pytest
 
@@ -33,6 +35,20 @@ def test_a_running_trial_says_what_it_does() -> None:
     status = running_status(study)[0]
     assert status.startswith("trial 0, 1.84 ms, epoch 0.15 of 0.30, rung accuracy 0.7812, about")
     assert status.endswith(" to go")
+
+
+def test_a_promoted_trial_shows_its_rungs_budget_and_time_to_go() -> None:
+    study, trial = running_study()
+    trial.set_user_attr("latency_ms", 0.5)
+    trial.set_user_attr("train_estimate_s", 0.2)  # the first rung's, over
+    trial.set_user_attr("epochs_done", 0.3)
+    trial.set_user_attr("epochs_budget", 0.9)
+    trial.set_user_attr("rung_estimate_s", 590.0)
+    trial.set_user_attr("rung_started", time.time())
+    status = running_status(study)[0]
+    assert status.startswith("trial 0, 0.500 ms, epoch 0.30 of 0.90, about 9:")
+    trial.set_user_attr("rung_started", "yesterday")  # unusable: the first rung's estimate
+    assert running_status(study)[0].endswith("about 0:00 to go")
 
 
 def test_hostile_stored_values_are_left_out() -> None:

@@ -18,6 +18,7 @@ from nas.search import (
     ParetoPruner,
     PrunedTrialsSampler,
     make_pruner,
+    promoted,
     report,
     should_prune,
 )
@@ -419,6 +420,67 @@ def test_trial_without_reports_is_not_pruned() -> None:
     trial = study.ask()
     trial.set_user_attr(LATENCY_ATTR, 5.0)
     assert should_prune(trial) is False
+
+
+# --- promotion --------------------------------------------------------------------------
+
+
+def promote(study: optuna.Study, latency: float | None, value: float, step: int = 30) -> bool:
+    """A new trial that has reached ``step`` with ``value``: is it promoted?"""
+    trial = study.ask()
+    if latency is not None:
+        trial.set_user_attr(LATENCY_ATTR, latency)
+    report(trial, step, value)
+    decision = promoted(trial)
+    study.tell(trial, state=TrialState.PRUNED)  # so that it judges no later trial
+    return decision
+
+
+def test_the_first_trial_at_a_rung_is_promoted_and_the_next_only_if_better() -> None:
+    study = mo_study()
+    assert promote(study, 1.0, 0.80) is True
+    study = mo_study()
+    add_peer(study, 0.5, [0.85], steps=[30])
+    assert promote(study, 1.0, 0.80) is False
+    assert promote(mo_study(), 1.0, 0.80) is True
+
+
+@pytest.mark.parametrize(("n_better", "promoted_"), [(0, True), (1, True), (2, False)])
+def test_promotes_the_top_third_of_the_peers_at_the_rung(n_better: int, promoted_: bool) -> None:
+    study = mo_study()
+    for i in range(3):  # 3 peers: ceil(4 / 3) = 2 may be better
+        add_peer(study, 0.5, [0.9 if i < n_better else 0.7], steps=[30])
+    assert promote(study, 1.0, 0.8) is promoted_
+
+
+def test_promotion_peers_are_the_faster_trials_that_reached_the_same_rung() -> None:
+    study = mo_study()
+    add_peer(study, 2.0, [0.95], steps=[30])  # slower: it cannot dominate
+    add_peer(study, 0.05, [0.95], steps=[30])  # over 10x faster: not a peer
+    add_peer(study, 0.5, [0.6, 0.95], steps=[10, 20])  # faster, but not at this rung
+    add_peer(study, 0.5, [0.95], state=TrialState.FAIL, steps=[30])
+    assert promote(study, 1.0, 0.8) is True
+    running = study.ask()  # a running peer's value at the rung counts
+    running.set_user_attr(LATENCY_ATTR, 0.5)
+    report(running, 30, 0.95)
+    assert promote(study, 1.0, 0.8) is False
+
+
+def test_single_objective_promotion_ranks_every_trial() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.9, intermediate_values={30: 0.9}, user_attrs={LATENCY_ATTR: 9.0}
+        )
+    )
+    assert promote(study, 1.0, 0.8) is False  # slower, yet a peer: only accuracy counts
+
+
+def test_nan_is_never_promoted_and_no_latency_always_is() -> None:
+    assert promote(mo_study(), 1.0, math.nan) is False
+    study = mo_study()
+    add_peer(study, 0.5, [0.95], steps=[30])
+    assert promote(study, None, 0.5) is True
 
 
 @pytest.mark.parametrize(

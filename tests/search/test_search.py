@@ -96,8 +96,10 @@ def test_the_default_budget_on_a_small_dataset_trains_enough_steps_to_learn(
 ) -> None:
     # digits: 0.3 epoch of its ~1,300 training images would be 3 optimiser steps, and every
     # network would end at chance (0.1). The default trains MIN_TRAIN_STEPS at least.
+    # (Without promotions: they multiply the budget, tested in test_objective.py.)
     url = f"sqlite:///{tmp_path}/d.db"
-    done = search("--dataset", "digits", "--space", "seed_cnn", "--trials", "1", "--storage", url)
+    args = ("--dataset", "digits", "--space", "seed_cnn", "--promotions", "0")
+    done = search(*args, "--trials", "1", "--storage", url)
     assert done.returncode == 0, done.stderr
     (t,) = load(url, "seed_cnn-digits").trials
     data = load_data("digits")
@@ -389,6 +391,7 @@ def test_failures_are_recorded_with_reasons_and_the_study_goes_on(digits, tmp_pa
         ),
         (("--lr-factor", "0.5"), "--lr-factor must be a finite number of at least 1, got 0.5"),
         (("--lr-factor", "nan"), "--lr-factor must be a finite number of at least 1, got nan"),
+        (("--promotions", "-1"), "--promotions must be 0 or more, got -1"),
         (("--epochs", "inf"), "--epochs must be a finite number above 0, got inf"),
         (("--epochs", "nan"), "--epochs must be a finite number above 0, got nan"),
         (("--timeout", "0"), "--timeout must be a finite number above 0, got 0"),
