@@ -39,7 +39,6 @@ from nas.search._settings import (
     COST_HISTORY,
     DEFAULT_TRIAL_TIMEOUT,
     MIN_TRIAL_TIMEOUT,
-    PROMOTION_FACTOR,
     REFERENCE_DESIGN,
     TIMEOUT_FACTOR,
     TIMEOUT_HISTORY,
@@ -145,7 +144,6 @@ def run_worker(
         device=s.device,
         lr_factor=s.lr_factor,
         promotions=s.promotions,
-        promotion_factor=PROMOTION_FACTOR,
         on_progress=None if on_progress is None else lambda: _show(on_progress, study),
     )
     reference = None if s.max_train_seconds is not None else reference_cost(objective)

@@ -21,10 +21,9 @@ MIN_TRAIN_STEPS = 4 * MIN_STEPS_JUDGED
 BASELINES = ("seed_cnn", "resnet")
 
 # Promotion rungs (--promotions): a trial that ends its budget among the top third of its
-# latency peers trains on to PROMOTION_FACTOR times the budget, and again, so that the
-# front's members are the ones trained longest (0.3 → 0.9 → 2.7 epochs for images).
+# latency peers trains on to PROMOTION_FACTOR (nas.search._objective) times the budget,
+# and again, so that the front's members are the ones trained longest.
 PROMOTIONS = 2
-PROMOTION_FACTOR = 3.0
 
 # --lr-factor's default: 1, every trial at the recipe's learning rate. Searching it (e.g. 4:
 # within 4x either way, nas.search._objective.Objective.lr_factor) did not pay in a default

@@ -28,7 +28,7 @@ import torch
 
 from nas import command
 from nas.data import DATASETS, task_for
-from nas.search._objective import Limits
+from nas.search._objective import PROMOTION_FACTOR, Limits
 from nas.search._progress import Progress
 from nas.search._pruning import make_pruner
 from nas.search._results import counts, front_table, longest_share
@@ -42,7 +42,6 @@ from nas.search._settings import (
     LR_FACTOR,
     MIN_TRAIN_STEPS,
     MIN_TRIAL_TIMEOUT,
-    PROMOTION_FACTOR,
     PROMOTIONS,
     REFERENCE_DESIGN,
     TIMEOUT_FACTOR,
