@@ -9,15 +9,18 @@ Reproduce (a few minutes on a 2-core CPU, after a default search)::
 **The MLP**, tuned as Optuna's own PyTorch example tunes one: the pixels, flattened, through
 1–3 hidden layers of 4–256 units each (log scale) with ReLU and one dropout (0–0.5), then
 the logits, and its learning rate (SGD as the search's trials, 0.01–0.5, log scale):
-``--mlp-trials`` TPE trials, seeded. Each trains exactly as a search trial trains
-(``nas.search.trial_train_config``: the default budget, the same steps, batch, schedule and
-augmentation) and is scored on the whole validation split, as the search scores a trial.
+``--mlp-trials`` TPE trials, seeded. Each trains as a search trial trains
+(``nas.search.trial_train_config``: the same batch, schedule and augmentation) for the
+budget the front's members ended at (their ``epochs_budget``: the last rung they were
+promoted to, 2.7 epochs in a default search; ``--epochs`` to set it), in one run, and is
+scored on the whole validation split, as the search scores a trial.
 
 **Ours**: the front of the given default search (``--front URL``) at ``--fast-ms`` or
 less (and always its fastest member), read back and validated by ``ArchSpec.from_dict``,
 each at the learning rate its trial searched (``--lr-factor``).
 
-Then the MLPs' own front and ours are each retrained with ``--seeds`` fresh seeds (so
+Then the MLPs' own front and ours are each retrained, that same budget in one run, with
+``--seeds`` fresh seeds (so
 neither side keeps the luck of the trial that put it on its front) and every one's
 latency is measured here, side by side: batch 1, one thread, as the search measures it
 (``nas.train.measure_latency``), ``--repeats`` rounds over all networks in turn; the
@@ -39,7 +42,10 @@ from _common import default_trial_config, latency_ms, searched_lr
 
 from nas.data import Data, load_data
 from nas.model import ArchSpec, HeadSpec, InputSpec, StemSpec, build_model
+from nas.stored import number
 from nas.train import TrainConfig, train
+
+MAX_EPOCHS = 1000.0  # a stored epochs_budget beyond this is no budget a search trains
 
 
 @dataclass
@@ -113,15 +119,20 @@ def tune_mlps(data: Data, config: TrainConfig, trials: int, seed: int) -> list[C
     ]
 
 
-def our_fast_end(url: str, study_name: str, fast_ms: float, lr: float) -> list[Candidate]:
+def our_fast_end(
+    url: str, study_name: str, fast_ms: float, lr: float
+) -> tuple[list[Candidate], float | None]:
     """The front at ``fast_ms`` or less (at least its fastest), each at the learning rate
-    its trial searched, or ``lr`` where the search kept the recipe's."""
+    its trial searched, or ``lr`` where the search kept the recipe's; and the most epochs
+    any of them trained (None: a study from before ``epochs_budget`` was recorded)."""
     study = optuna.load_study(study_name=study_name, storage=url)
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     if not front:
         raise SystemExit(f"study {study_name!r} has no complete trial")
     chosen = [t for t in front if t.values[1] <= fast_ms] or front[:1]
-    return [
+    budgets = [number(t.user_attrs.get("epochs_budget")) for t in chosen]
+    trained = max((b for b in budgets if b is not None and 0 < b <= MAX_EPOCHS), default=None)
+    cands = [
         Candidate(
             f"ours #{t.number}",
             ArchSpec.from_dict(t.user_attrs["arch"]),
@@ -131,6 +142,7 @@ def our_fast_end(url: str, study_name: str, fast_ms: float, lr: float) -> list[C
         )
         for t in chosen
     ]
+    return cands, trained
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--study-name", default="attention_cnn-fashion_mnist")
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--mlp-trials", type=int, default=30)
+    p.add_argument("--epochs", type=float, help="every network's budget (default: the front's)")
     p.add_argument("--fast-ms", type=float, default=0.1, help="our front's fast end: up to this")
     p.add_argument("--seeds", type=int, default=3, help="fresh seeds for each final network")
     p.add_argument("--repeats", type=int, default=5, help="latency rounds over all networks")
@@ -148,14 +161,16 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(args.threads)
     data = load_data(args.dataset, device="cpu", seed=args.seed)
-    config = default_trial_config(data)
+    trial_config = default_trial_config(data)
+    ours, trained = our_fast_end(args.front, args.study_name, args.fast_ms, trial_config.lr)
+    epochs = args.epochs or trained or trial_config.epochs
+    config = replace(trial_config, epochs=epochs, report_every=None)  # no rungs: not pruned
     steps = math.ceil(config.epochs * len(data.train.y) / config.batch_size)
     print(
         f"training budget, every network: {config.epochs:.3g} epochs = {steps} steps of "
         f"{config.batch_size} ({data.task.name}, {len(data.train.y)} training images)"
     )
     mlps = pareto(tune_mlps(data, config, args.mlp_trials, args.seed))
-    ours = our_fast_end(args.front, args.study_name, args.fast_ms, config.lr)
     final = mlps + ours
     for c in final:
         run = replace(config, lr=c.lr)

@@ -22,8 +22,11 @@ those over the search's default FLOPs limit as the search does, and the hand des
 
 - **short**: exactly as a search trial (``nas.search.trial_train_config``: the default
   budget, rungs at each quarter on the fixed 1,000-image validation subset, the end on
-  the whole validation split), never pruned; a front member at the learning rate its
-  trial searched (``--lr-factor``), samples and hand designs at the recipe's;
+  the whole validation split), never pruned, then promoted as the search promotes a
+  trial, ``--promotions`` times, every network (``nas.search.rung_config``: trained on
+  from its weights to 3× and 9× the budget, 0.9 and 2.7 epochs, each rung's end scored on
+  the whole validation split); a front member at the learning rate its trial searched
+  (``--lr-factor``), samples and hand designs at the recipe's;
 - **long**: the export's retraining recipe (``nas.export.retrain_on``): ``--long-epochs``
   on the full training split (train + validation), scored on the test split. It does not
   depend on the short training's learning rate: a spec measured before keeps its result.
@@ -37,7 +40,7 @@ than they end up, an op ranked unfairly early), over the networks holding it. A 
 whose short training diverged (NaN) ranks last at that rung. A network whose brief
 training is estimated (from its first steps) at over ``--max-train-seconds`` is skipped
 and named: the search's cost limit refuses such networks. Last line ``spearman: X``
-for the end of the short training, the accuracy the search ranks by.
+for the last promoted rung's end: the accuracy the front of a search shows.
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ from scipy.stats import spearmanr
 from nas.data import Data, load_data
 from nas.export import ExportError, retrain_config, retrain_on
 from nas.model import ArchSpec, build_model
-from nas.search import BASELINES, load_builtin_space
+from nas.search import BASELINES, load_builtin_space, rung_config
+from nas.search._objective import PROMOTION_FACTOR
+from nas.search._settings import PROMOTIONS
 from nas.train import train
 
 # Kept in the repository: the long trainings take hours, longer than a session.
@@ -141,7 +146,23 @@ def measure(
         )
     except OverCost as e:
         return record | {"skipped": e.seconds}
-    record |= {"rungs": rungs, "short_seconds": short.wall_seconds}
+    seconds, done = short.wall_seconds, short.epochs_done
+    promotions = args.promotions if short.status != "nan" else 0  # diverged: not promoted
+    for rung in range(1, promotions + 1):
+        run = rung_config(config, rung, done)
+        more = train(model, data, run, device=args.device)
+        seconds += more.wall_seconds
+        if more.status == "nan":  # the search keeps the rung before: so does its value here
+            record["diverged_at_rung"] = rung
+            last = rungs[-1][1]
+            rungs += [
+                (config.epochs * PROMOTION_FACTOR**k, last)
+                for k in range(rung, 1 + args.promotions)
+            ]
+            break
+        done += more.epochs_done
+        rungs.append((done, more.val_accuracy))
+    record |= {"rungs": rungs, "short_seconds": seconds}
     if long is not None:
         return record | {k: long[k] for k in ("long_test", "long_seconds")}
     started = time.perf_counter()
@@ -165,6 +186,7 @@ def long_settings_key(args: argparse.Namespace) -> str:
 def settings_key(args: argparse.Namespace) -> str:
     """What a record's figures depend on (a rerun with other settings measures anew)."""
     key = long_settings_key(args)
+    key = f"{key} promotions {args.promotions}"
     return key if args.short_lr is None else f"{key} short lr {args.short_lr:g}"
 
 
@@ -258,6 +280,12 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         help="train every network's brief training at this learning rate (a record set of "
         "its own; the long results are shared): does another rate rank better?",
+    )
+    p.add_argument(
+        "--promotions",
+        type=int,
+        default=PROMOTIONS,
+        help="rungs after the brief training, as the search's (0: the brief training only)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)

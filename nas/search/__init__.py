@@ -13,6 +13,7 @@ from nas.search._objective import (
     Limits,
     Objective,
     first_judged_step,
+    rung_config,
 )
 from nas.search._pruning import (
     LATENCY_ATTR,
@@ -109,6 +110,7 @@ __all__ = [
     "report",
     "run_trial",
     "run_worker",
+    "rung_config",
     "should_prune",
     "slot_lock",
     "space_names",

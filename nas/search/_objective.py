@@ -57,6 +57,19 @@ def first_judged_step(train_size: int, batch_size: int) -> int:
 # settings' PROMOTIONS says how many times): 0.3 → 0.9 → 2.7 epochs for images.
 PROMOTION_FACTOR = 3.0
 
+
+def rung_config(
+    first: TrainConfig, rung: int, done: float, factor: float = PROMOTION_FACTOR
+) -> TrainConfig:
+    """How a trial promoted to ``rung`` (1, 2, …) trains on from its weights, having
+    trained ``done`` epochs of ``first`` (its first rung's training): to ``factor**rung``
+    times the first budget in all. A warm restart, as in SGDR: the schedule warms up again
+    and anneals to the new budget, so each rung ends on an annealed model; a fresh data
+    order, and no rungs inside (its end is the judged point)."""
+    budget = first.epochs * factor**rung
+    return replace(first, epochs=budget - done, seed=first.seed + rung, report_every=None)
+
+
 # A candidate estimated from its first timed step at over this multiple of the cost limit
 # is refused there; otherwise the estimate from four steps decides.
 FIRST_LOOK_MARGIN = 2.0
@@ -191,7 +204,7 @@ class Objective:
         self._progress()
         self._check_limits(latency.median_ms, params, flops)
 
-        config = replace(self.train_config, seed=seed, lr=lr)
+        config = first = replace(self.train_config, seed=seed, lr=lr)
         trial.set_user_attr("epochs_budget", config.epochs)
         done = 0.0  # epochs trained at the rungs before this one
 
@@ -244,18 +257,14 @@ class Objective:
                     model.load_state_dict(state)
                     trial.set_user_attr("diverged_at_rung", rung + 1)
                 break
-            budget = self.train_config.epochs * self.promotion_factor ** (rung + 1)
-            cost = (budget - done) * seconds / max(done, 1e-9)  # the next rung's, estimated
+            config = rung_config(first, rung + 1, done, self.promotion_factor)
+            cost = config.epochs * seconds / max(done, 1e-9)  # the next rung's, estimated
             if not self._promote(trial, rung, cost):
                 break
-            # Trained on from these weights: the schedule warms up again and anneals to the
-            # new budget (a warm restart, as in SGDR), so each rung ends on an annealed
-            # model; a fresh data order, and no rungs inside (its end is the judged point).
             kept = (result, done, {k: v.clone() for k, v in model.state_dict().items()})
             rung += 1
-            config = replace(config, epochs=budget - done, seed=seed + rung, report_every=None)
             trial.set_user_attr("promotions", rung)
-            trial.set_user_attr("epochs_budget", budget)
+            trial.set_user_attr("epochs_budget", done + config.epochs)
             # For the progress line's time to go (train_estimate_s stays the first rung's:
             # the cost limit compares trials by it).
             trial.set_user_attr("rung_estimate_s", cost)
