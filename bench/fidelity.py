@@ -64,7 +64,6 @@ from nas.data import Data, load_data
 from nas.export import ExportError, retrain_config, retrain_on
 from nas.model import ArchSpec, build_model
 from nas.search import BASELINES, load_builtin_space, rung_config
-from nas.search._objective import PROMOTION_FACTOR
 from nas.search._settings import PROMOTIONS
 from nas.train import train
 
@@ -155,10 +154,8 @@ def measure(
         if more.status == "nan":  # the search keeps the rung before: so does its value here
             record["diverged_at_rung"] = rung
             last = rungs[-1][1]
-            rungs += [
-                (config.epochs * PROMOTION_FACTOR**k, last)
-                for k in range(rung, 1 + args.promotions)
-            ]
+            ends = (done + rung_config(config, k, done).epochs for k in range(rung, 1 + promotions))
+            rungs += [(end, last) for end in ends]
             break
         done += more.epochs_done
         rungs.append((done, more.val_accuracy))
@@ -185,8 +182,7 @@ def long_settings_key(args: argparse.Namespace) -> str:
 
 def settings_key(args: argparse.Namespace) -> str:
     """What a record's figures depend on (a rerun with other settings measures anew)."""
-    key = long_settings_key(args)
-    key = f"{key} promotions {args.promotions}"
+    key = f"{long_settings_key(args)} promotions {args.promotions}"
     return key if args.short_lr is None else f"{key} short lr {args.short_lr:g}"
 
 
