@@ -6,7 +6,9 @@ Module paths mirror spec paths: ``stages.1.attention`` is built from
 
 An image spec builds 2-D layers after a conv stem; a text spec builds a token embedding
 (``nn.Embedding(V, E, padding_idx=0)``, its (B, L, E) output transposed to (B, E, L)) and
-the 1-D twins of the same layers, under the same module paths.
+the 1-D twins of the same layers, under the same module paths. A text network carries
+the mask of its real tokens (``layers.token_mask``) through every stage, halving it with
+each downsample, so padding never changes its output.
 """
 
 from __future__ import annotations
@@ -47,9 +49,18 @@ class Stage(nn.Module):
         self.downsample = layers.DOWNSAMPLES[spec.downsample](
             spec.width, spec.norm, spec.activation, dims
         )
+        self.halves = spec.downsample != "none"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample(self.attention(self.blocks(x)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask``: a sequence's real positions (None for images); the output's are
+        ``layers.halve_mask(mask)`` when the stage halves."""
+        if mask is None:
+            return self.downsample(self.attention(self.blocks(x)))
+        for block in self.blocks:
+            x = block(x, mask)
+        if not isinstance(self.attention, nn.Identity):
+            x = self.attention(x, mask)
+        return self.downsample(x, mask) if self.halves else x
 
 
 class Net(nn.Module):
@@ -59,6 +70,7 @@ class Net(nn.Module):
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
         stem = spec.stem
+        self.text = spec.input.is_text
         self.stem: nn.Module
         if spec.input.is_text:
             self.stem = layers.TokenEmbedding(spec.input.vocab_size, stem.width)
@@ -92,7 +104,15 @@ class Net(nn.Module):
         self.head = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.global_pool(self.stages(self.stem(x))))
+        if not self.text:
+            return self.head(self.global_pool(self.stages(self.stem(x))))
+        mask = layers.token_mask(x)
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x, mask)
+            if stage.halves:
+                mask = layers.halve_mask(mask)
+        return self.head(self.global_pool(x, mask))
 
 
 def build_attention(spec: AttentionSpec, channels: int, shape: tuple[int, ...]) -> nn.Module:

@@ -11,6 +11,14 @@ Every layer serves images and sequences: a factory or class takes ``dims`` (2 fo
 (B, C, H, W) maps, 1 for (B, C, L) sequences) or a map ``shape`` ((H, W) or (L,)) and picks
 Conv2d or Conv1d, BatchNorm2d or BatchNorm1d and so on; the module names inside stay the
 same, so an image model's ``state_dict`` keys do not depend on this.
+
+Text is padded to a fixed length with id 0, and padded positions must not change what a
+network computes for the real ones. Every module that mixes positions takes an optional
+``mask`` (B, 1, L), True at real tokens (:func:`token_mask`; ``None`` for images): convs
+read ``x · mask`` (so a pad looks like the zero padding past a sequence's end), norms take
+their statistics over real positions, attention never attends to a padded key, and pools
+skip pads. Positions a pad-only window produces are zeros. So a text gives the same logits
+however far it is padded (``tests/model/test_masking.py``).
 """
 
 from __future__ import annotations
@@ -65,24 +73,102 @@ ACTIVATIONS.register("sigmoid", nn.Sigmoid)
 ACTIVATIONS.register("tanh", nn.Tanh)
 
 
-def _group_norm(channels: int) -> nn.Module:
-    # gcd keeps the group count a divisor of any width; 8 groups where the width allows.
-    return nn.GroupNorm(math.gcd(channels, 8), channels)
-
-
 # The 1-D and 2-D versions of the torch layers below, by the number of spatial dims.
 CONV: dict[int, type[nn.Conv1d] | type[nn.Conv2d]] = {1: nn.Conv1d, 2: nn.Conv2d}
-BATCH_NORM: dict[int, type[nn.BatchNorm1d] | type[nn.BatchNorm2d]] = {
-    1: nn.BatchNorm1d,
-    2: nn.BatchNorm2d,
-}
-MAX_POOL: dict[int, type[nn.MaxPool1d] | type[nn.MaxPool2d]] = {1: nn.MaxPool1d, 2: nn.MaxPool2d}
-AVG_POOL: dict[int, type[nn.AvgPool1d] | type[nn.AvgPool2d]] = {1: nn.AvgPool1d, 2: nn.AvgPool2d}
+
+
+def token_mask(ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) token ids → (B, 1, L) bool, True at real tokens (id 0 pads). The first
+    position always counts, so an empty text still has one position to pool."""
+    first = torch.arange(ids.shape[-1], device=ids.device) == 0
+    return ((ids != 0) | first).unsqueeze(1)
+
+
+def halve_mask(mask: torch.Tensor, stride: int = 2) -> torch.Tensor:
+    """The mask after an ``stride``-wide, ceil-mode downsample: a window with any real
+    position is real."""
+    return F.max_pool1d(mask.float(), stride, ceil_mode=True) > 0
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, C, L) → (B, C): the mean over real positions."""
+    m = mask.to(x.dtype)
+    return (x * m).sum(-1) / m.sum(-1)
+
+
+def masked_avg_pool(x: torch.Tensor, mask: torch.Tensor, stride: int) -> torch.Tensor:
+    """``stride``-wide ceil-mode average pooling over real positions only (0 where a
+    window has none): avg(x·m) / avg(m), the window sizes cancel."""
+    m = mask.to(x.dtype)
+    total = F.avg_pool1d(x * m, stride, ceil_mode=True)
+    return total / F.avg_pool1d(m, stride, ceil_mode=True).clamp_min(1e-6)
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over sequences whose training statistics skip padded positions (short
+    texts are mostly padding: its zeros would pull the mean and variance). In eval it is
+    a per-position affine map, the same with or without a mask."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None or not self.training:
+            return super().forward(x)
+        m = mask.to(torch.float32)
+        xf = x.float()
+        count = m.sum()
+        mean = (xf * m).sum((0, 2)) / count
+        var = ((xf - mean[:, None]) ** 2 * m).sum((0, 2)) / count
+        if self.track_running_stats and self.running_mean is not None:
+            assert self.running_var is not None and self.num_batches_tracked is not None
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                unbiased = var * count / (count - 1).clamp_min(1)
+                # momentum None: a cumulative average, as nn.BatchNorm1d keeps one
+                factor = self.momentum
+                if factor is None:
+                    factor = 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean, factor)
+                self.running_var.lerp_(unbiased, factor)
+        y = (xf - mean[:, None]) * torch.rsqrt(var[:, None] + self.eps)
+        if self.affine:
+            y = y * self.weight[:, None] + self.bias[:, None]
+        return y.to(x.dtype)
+
+
+class MaskedGroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics (per example and group) skip padded positions."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            return super().forward(x)
+        b, c, n = x.shape
+        xf = x.float().reshape(b, self.num_groups, -1, n)
+        m = mask.to(torch.float32).reshape(b, 1, 1, n)
+        count = m.sum((2, 3), keepdim=True) * xf.shape[2]
+        mean = (xf * m).sum((2, 3), keepdim=True) / count
+        var = ((xf - mean) ** 2 * m).sum((2, 3), keepdim=True) / count
+        y = ((xf - mean) * torch.rsqrt(var + self.eps)).reshape(b, c, n)
+        if self.affine:
+            y = y * self.weight[:, None] + self.bias[:, None]
+        return y.to(x.dtype)
+
+
+MASKED_NORMS = (MaskedBatchNorm1d, MaskedGroupNorm)
+
+
+def _batch_norm(channels: int, dims: int) -> nn.Module:
+    return MaskedBatchNorm1d(channels) if dims == 1 else nn.BatchNorm2d(channels)
+
+
+def _group_norm(channels: int, dims: int) -> nn.Module:
+    # gcd keeps the group count a divisor of any width; 8 groups where the width allows.
+    groups = math.gcd(channels, 8)
+    return MaskedGroupNorm(groups, channels) if dims == 1 else nn.GroupNorm(groups, channels)
+
 
 # Norm factories take (channels, dims).
 NORMS: Registry[Callable[[int, int], nn.Module]] = Registry("norm")
-NORMS.register("batch", lambda channels, dims: BATCH_NORM[dims](channels))
-NORMS.register("group", lambda channels, dims: _group_norm(channels))  # any dims
+NORMS.register("batch", _batch_norm)
+NORMS.register("group", _group_norm)
 NORMS.register("none", lambda channels, dims: nn.Identity())
 
 
@@ -111,6 +197,18 @@ class ConvNormAct(nn.Sequential):
             ACTIVATIONS[activation]() if activation else nn.Identity(),
         )
 
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        conv, norm, act = self
+        if mask is None:
+            return act(norm(conv(x)))
+        x = conv(x * mask)
+        if isinstance(norm, MASKED_NORMS):  # statistics over the output's real positions
+            stride = conv.stride[0]
+            x = norm(x, mask if stride == 1 else halve_mask(mask, stride))
+        else:
+            x = norm(x)
+        return act(x)
+
 
 # --------------------------------------------------------------------------- blocks
 
@@ -124,8 +222,8 @@ class PlainBlock(nn.Module):
         super().__init__()
         self.conv = ConvNormAct(cin, cout, kernel, norm=norm, activation=activation, dims=dims)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(x, mask)
 
 
 class ResidualBlock(nn.Module):
@@ -144,8 +242,9 @@ class ResidualBlock(nn.Module):
         )
         self.act = ACTIVATIONS[activation]()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.conv2(self.conv1(x)) + self.skip(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        skip = x if isinstance(self.skip, nn.Identity) else self.skip(x, mask)
+        return self.act(self.conv2(self.conv1(x, mask), mask) + skip)
 
 
 class SeparableBlock(nn.Module):
@@ -161,8 +260,8 @@ class SeparableBlock(nn.Module):
         self.pointwise = ConvNormAct(cin, cout, 1, norm=norm, activation=activation, dims=dims)
         self.residual = cin == cout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pointwise(self.depthwise(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.pointwise(self.depthwise(x, mask), mask)
         return x + y if self.residual else y
 
 
@@ -186,6 +285,7 @@ def attend(
     v: torch.Tensor,
     normalization: str,
     bias: torch.Tensor | None = None,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Multi-head attention of ``q`` (B, h, Nq, d) over ``k``, ``v`` (B, h, Nk, d).
 
@@ -196,18 +296,29 @@ def attend(
       sigmoid-preprocessed, then normalised, N×N attention weights.
 
     ``bias`` (h, Nq, Nk), when given, is an additive positional bias on the scores.
+    ``key_mask`` (B, 1, 1, Nk), when given, is True at the keys that take part (padded
+    keys get zero weight, and N counts only the others); every row needs one.
     """
     if normalization == "softmax":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        mask = bias
+        if key_mask is not None:
+            mask = key_mask if bias is None else bias.masked_fill(~key_mask, float("-inf"))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
     if bias is not None:
         scores = scores + bias
     if normalization == "sigmoid":
-        return torch.sigmoid(scores - math.log(k.shape[-2])) @ v
+        if key_mask is None:
+            return torch.sigmoid(scores - math.log(k.shape[-2])) @ v
+        n = key_mask.sum(-1, keepdim=True).to(scores.dtype)  # real keys, (B, 1, 1, 1)
+        return (torch.sigmoid(scores - n.log()) * key_mask) @ v
     if normalization == "sigmoid_norm":
         # σ(s_i) / Σ_j σ(s_j) is softmax(log σ(s)): the same weights, but a row whose
         # scores are all far below zero no longer sums to 0 (0/0 = NaN in training).
-        return torch.softmax(F.logsigmoid(scores), dim=-1) @ v
+        log_weights = F.logsigmoid(scores)
+        if key_mask is not None:
+            log_weights = log_weights.masked_fill(~key_mask, float("-inf"))
+        return torch.softmax(log_weights, dim=-1) @ v
     raise ValueError(f"unknown attention normalization {normalization!r}")
 
 
@@ -286,13 +397,22 @@ class SelfAttention(nn.Module):
         pool = F.avg_pool1d if t.dim() == 3 else F.avg_pool2d
         return pool(t, self.pool_stride, ceil_mode=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, _, *shape = x.shape
         xq = x + self.pos if self.position == "learned" else x
         xk = xq
         xv = x
+        key_mask = mask
+        if mask is not None:  # (k-wide) projections read real positions only
+            xq, xv = xq * mask, xv * mask
+            xk = xq
         if self.pool_stride > 1:
-            xk, xv = self._pool(xk), self._pool(xv)
+            if mask is None:
+                xk, xv = self._pool(xk), self._pool(xv)
+            else:
+                xk = masked_avg_pool(xk, mask, self.pool_stride)
+                xv = masked_avg_pool(xv, mask, self.pool_stride)
+                key_mask = halve_mask(mask, self.pool_stride)
         bias = None
         if self.position == "relbias":
             n = math.prod(shape)
@@ -300,7 +420,9 @@ class SelfAttention(nn.Module):
         q, k, v = self._heads(self.q(xq)), self._heads(self.k(xk)), self._heads(self.v(xv))
         if bias is not None:
             bias = bias.to(q.dtype)  # autocast makes q bf16; the table stays fp32
-        y = attend(q, k, v, self.normalization, bias)  # (B, h, N, d)
+        if key_mask is not None:
+            key_mask = key_mask.unsqueeze(1)  # (B, 1, 1, Nk): the same for every head
+        y = attend(q, k, v, self.normalization, bias, key_mask)  # (B, h, N, d)
         y = y.transpose(-2, -1).reshape(b, -1, *shape)
         return x + self.gate * self.out(y)
 
@@ -319,8 +441,11 @@ class ChannelAttention(nn.Module):
         self.fc2 = CONV[dims](hidden, channels, 1)
         self.gate = nn.Parameter(torch.zeros(1, channels, *(1,) * dims))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        means = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)  # (B, C, 1[, 1])
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            means = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)  # (B, C, 1[, 1])
+        else:
+            means = masked_mean(x, mask)[..., None]
         s = torch.sigmoid(self.fc2(F.relu(self.fc1(means))))
         return x + self.gate * (x * s)
 
@@ -388,8 +513,12 @@ class AttentionPool(nn.Module):
         super().__init__()
         self.score = CONV[dims](channels, channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None:  # a pad gets no weight; a window of pads pools to zero
+            x = x * mask
         logits = self.score(x)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
         # F.pad lists the last side first: (0, pad of the last side, 0, pad of the one before)
         pad = [p for side in reversed(x.shape[2:]) for p in (0, side % 2)]
         if any(pad):
@@ -408,15 +537,42 @@ def _windows(t: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 1, *outer, *inner).reshape(b, c, *(s // 2 for s in sides), 2**dims)
 
 
+class MaskedMaxPool1d(nn.MaxPool1d):
+    """Max pooling by 2 (ceil mode) in which a pad never wins; a window of pads gives 0."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 2, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            return super().forward(x)
+        y = super().forward(x.masked_fill(~mask, torch.finfo(x.dtype).min))
+        return y.where(halve_mask(mask), 0)
+
+
+class MaskedAvgPool1d(nn.AvgPool1d):
+    """Average pooling by 2 (ceil mode) over the real positions of each window."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 2, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x) if mask is None else masked_avg_pool(x, mask, 2)
+
+
+def _max_pool(channels: int, norm: str, activation: str, dims: int) -> nn.Module:
+    return MaskedMaxPool1d() if dims == 1 else nn.MaxPool2d(2, 2, ceil_mode=True)
+
+
+def _avg_pool(channels: int, norm: str, activation: str, dims: int) -> nn.Module:
+    return MaskedAvgPool1d() if dims == 1 else nn.AvgPool2d(2, 2, ceil_mode=True)
+
+
 # Downsample factories take (channels, norm, activation, dims).
 DOWNSAMPLES: Registry[Callable[[int, str, str, int], nn.Module]] = Registry("downsample")
 DOWNSAMPLES.register("none", lambda channels, norm, activation, dims: nn.Identity())
-DOWNSAMPLES.register(
-    "max", lambda channels, norm, activation, dims: MAX_POOL[dims](2, 2, ceil_mode=True)
-)
-DOWNSAMPLES.register(
-    "avg", lambda channels, norm, activation, dims: AVG_POOL[dims](2, 2, ceil_mode=True)
-)
+DOWNSAMPLES.register("max", _max_pool)
+DOWNSAMPLES.register("avg", _avg_pool)
 DOWNSAMPLES.register(
     "conv",
     lambda channels, norm, activation, dims: ConvNormAct(
@@ -428,15 +584,25 @@ DOWNSAMPLES.register(
 )
 
 
-# Global pools flatten the map's positions first, so one module serves every dims.
+# Global pools flatten the map's positions first, so one module serves every dims; a
+# sequence's pads (``mask``) are skipped.
+
+
+def _global_avg(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x.flatten(2).mean(-1) if mask is None else masked_mean(x, mask)
+
+
+def _global_max(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is not None:
+        x = x.masked_fill(~mask, float("-inf"))  # the first position is always real
+    return x.flatten(2).amax(-1)
 
 
 class AvgMaxPool(nn.Module):
     """Global average and max pooling, concatenated (2·C features)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = x.flatten(2)  # (B, C, N)
-        return torch.cat([tokens.mean(-1), tokens.amax(-1)], dim=1)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.cat([_global_avg(x, mask), _global_max(x, mask)], dim=1)
 
 
 class AttentionGlobalPool(nn.Module):
@@ -447,20 +613,29 @@ class AttentionGlobalPool(nn.Module):
         self.query = nn.Parameter(torch.zeros(channels))
         self.key = nn.Linear(channels, channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
         scores = self.key(tokens) @ self.query * tokens.shape[-1] ** -0.5  # (B, N)
+        if mask is not None:  # padded positions get no weight
+            scores = scores.masked_fill(~mask.flatten(1), float("-inf"))
         return (scores.softmax(dim=1).unsqueeze(-1) * tokens).sum(dim=1)
 
 
 class GlobalAvgPool(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(2).mean(-1)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return _global_avg(x, mask)
 
 
 class GlobalMaxPool(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(2).amax(-1)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return _global_max(x, mask)
+
+
+class Flatten(nn.Flatten):
+    """All positions' features in a row; a sequence's pads as zeros."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x if mask is None else x * mask)
 
 
 # Global pools map (B, C, *map) to (B, features); the factory takes the channel count.
@@ -469,7 +644,7 @@ GLOBAL_POOLS.register("avg", lambda channels: GlobalAvgPool())
 GLOBAL_POOLS.register("max", lambda channels: GlobalMaxPool())
 GLOBAL_POOLS.register("avgmax", lambda channels: AvgMaxPool())
 GLOBAL_POOLS.register("attention", AttentionGlobalPool)
-GLOBAL_POOLS.register("flatten", lambda channels: nn.Flatten())
+GLOBAL_POOLS.register("flatten", lambda channels: Flatten())
 
 
 # --------------------------------------------------------------------------- text
