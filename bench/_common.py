@@ -21,6 +21,7 @@ or pooled keys, by its documented rule) so that one trial stays within seconds o
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -28,6 +29,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -54,7 +56,7 @@ from nas.search import (
     trial_train_config,
 )
 from nas.search._settings import MIN_TRAIN_STEPS
-from nas.train import TrainConfig, count_flops, measure_latency
+from nas.train import TrainConfig, count_flops, fingerprint, measure_latency
 
 OUT = Path(__file__).resolve().parent / "out"
 OBJECTIVES = ("accuracy", "latency")
@@ -288,3 +290,36 @@ def searched_lr(trial: FrozenTrial) -> float | None:
 def latency_ms(spec: ArchSpec) -> float:
     """``spec``'s latency as the search measures a trial: batch 1, one thread."""
     return measure_latency(build_model(spec), spec.input, batch=1, threads=1).median_ms
+
+
+# --------------------------------------------------------------------------- records
+# Benchmarks longer than a session keep a JSON line per measured unit, keyed by its
+# settings and the machine: a budget in minutes buys different compute on another CPU.
+
+
+def machine(device: str) -> dict[str, Any]:
+    fp = fingerprint()
+    gpu = fp["gpu"] if device == "cuda" else None
+    return {
+        "cpu": fp["cpu"],
+        "capability": fp["cpu_capability"],
+        "cpus": fp["cpu_count"],
+        "device": device,
+        "gpu": gpu,
+    }
+
+
+def matches(record: dict[str, Any], key: dict[str, Any]) -> bool:
+    return all(record.get(k) == v for k, v in key.items())
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")

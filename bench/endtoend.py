@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from _common import OUT, latency_ms, table
+from _common import OUT, append_record, latency_ms, load_records, machine, matches, table
 from torch import nn
 
 from nas.data import Data, Split, load_data
@@ -68,24 +68,12 @@ from nas.model import ArchSpec, build_model
 from nas.search import counts, front, load_space
 from nas.search._settings import PROMOTIONS
 from nas.stored import number
-from nas.train import count_params, evaluate, fingerprint, measure_latency
+from nas.train import count_params, evaluate, measure_latency
 
 HAND = ("seed_cnn", "resnet")
 SAMPLERS = {"ours": "tpe", "random": "random"}
 RESULTS = Path(__file__).resolve().parent / "results" / "endtoend.jsonl"
 DATASET = "fashion_mnist"
-
-
-def machine(device: str) -> dict[str, Any]:
-    fp = fingerprint()
-    gpu = fp["gpu"] if device == "cuda" else None
-    return {
-        "cpu": fp["cpu"],
-        "capability": fp["cpu_capability"],
-        "cpus": fp["cpu_count"],
-        "device": device,
-        "gpu": gpu,
-    }
 
 
 def settings(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
@@ -96,10 +84,6 @@ def settings(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
         s |= {"search_share": args.search_share, "retrain_top": args.retrain_top}
         s |= {"promotions": PROMOTIONS}
     return s | {"machine": machine(args.device)}
-
-
-def matches(record: dict[str, Any], key: dict[str, Any]) -> bool:
-    return all(record.get(k) == v for k, v in key.items())
 
 
 def retrained(
@@ -181,12 +165,6 @@ def chosen(record: dict[str, Any]) -> dict[str, Any] | None:
     if not nets:
         return None
     return max(nets, key=lambda n: n["val"]) if len(nets) > 1 else nets[0]
-
-
-def load(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def remeasure(
@@ -319,7 +297,7 @@ def main() -> None:
 
     if not args.report:
         data = load_data(DATASET, device=args.device)
-        records = load(args.out)
+        records = load_records(args.out)
         for seed in seeds:
             for arm in arms:
                 if arm in HAND and seed != seeds[0]:
@@ -335,10 +313,8 @@ def main() -> None:
                 net = chosen(record)
                 found = f"test {net['test']:.4f} {net['summary']}" if net else "no network"
                 print(f"[{arm} seed {seed}] {record['wall_seconds'] / 60:.1f} min: {found}")
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                with args.out.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-    x = report(load(args.out), args)
+                append_record(args.out, record)
+    x = report(load_records(args.out), args)
     print(f"test_accuracy_at_seed_latency: {x:.4f}")
 
 

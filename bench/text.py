@@ -1,104 +1,192 @@
-"""Searched MANet-text vs a TF-IDF + logistic-regression baseline, on real text.
+"""Searched MANet-text + retrain vs TF-IDF + logistic regression, on two real corpora.
 
-    python bench/text.py                      # a 30-minute search (about 40 minutes in all)
-    python bench/text.py --minutes 10         # a shorter search
+    python bench/text.py                                  # 2 corpora x 3 seeds, 10-min searches
+    python bench/text.py --corpora docstrings --seeds 0 --minutes 5
+    python bench/text.py --report                         # only the tables from the records
 
-1. The demo corpus: this machine's Debian package descriptions labelled with their
-   section (``bench/text_corpus.py``; built into ``bench/out/`` if missing).
-2. ``python -m nas.search`` on it for ``--minutes`` (space ``manet_text``, the default
-   for text; accuracy × latency; each trial ``--epochs`` on the training split, scored on
-   the validation split).
-3. The most accurate trial by validation accuracy is retrained on training + validation
-   for ``--retrain-epochs`` (``nas.export``'s retrain) and scored once on the test split.
-4. The baseline (``tfidf_baseline``): TF-IDF word 1-2-grams and logistic regression, ``C``
-   chosen on the same validation split, scored on the same test split.
+Corpora (built into ``bench/out/`` when missing, not committed):
 
-Prints both test accuracies; last line ``accuracy_gain: X``: ours − baseline, in points.
+- ``demo``: Debian package synopses labelled with their section, 8 classes, median 7 words
+  (``bench/text_corpus.py``);
+- ``docstrings``: the first paragraphs of numpy, scipy, pandas, scikit-learn, sympy and
+  networkx docstrings labelled with their library, 6 × 500 texts, median 179 characters
+  (``bench/docstring_corpus.py``).
+
+For each corpus and seed (the seed sets the split, the vocabulary and the search):
+
+1. ``python -m nas.search`` on it for ``--minutes`` (defaults: ``manet_text``, accuracy ×
+   latency, promotions), ``--tokenizer`` passed on when given;
+2. the most accurate trial by validation accuracy retrained as ``nas.export --weights``
+   retrains it (train + validation, the export's default epochs unless
+   ``--retrain-epochs``), scored once on the test split;
+3. TF-IDF word 1-2-grams and TF-IDF character 2-5-grams (char_wb), each + logistic
+   regression with ``C`` chosen on the same validation split, scored on the same test split
+   (``text_corpus.tfidf_baseline``).
+
+Each (corpus, seed) is a JSON line in ``bench/results/text.jsonl`` keyed by its settings and
+the machine; a rerun skips what is measured. The report prints, per corpus, mean ± sd over
+seeds of ours and of both baselines, ours − the better baseline (the higher mean test
+accuracy), the share of the search's front holding an attention op, pruned trials and the
+wall time. Last line ``accuracy_gain: X``: ours − the better baseline, in points, mean over
+seeds, on the corpus where it is lowest.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from text_corpus import DEFAULT_CSV, DEFAULT_DATASET, tfidf_baseline
+from _common import OUT, append_record, load_records, machine, matches, table
+from text_corpus import tfidf_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "out"
+RESULTS = ROOT / "bench" / "results" / "text.jsonl"
+# corpus → (dataset, the script that builds it)
+CORPORA = {
+    "demo": ("csv:bench/out/debian_descriptions.csv", "text_corpus.py"),
+    "docstrings": ("csv:bench/out/docstrings.csv", "docstring_corpus.py"),
+}
+ANALYZERS = ("word", "char_wb")
+
+
+def settings(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]:
+    return {
+        "corpus": corpus,
+        "seed": seed,
+        "minutes": args.minutes,
+        "tokenizer": args.tokenizer,
+        "retrain_epochs": args.retrain_epochs,
+        "machine": machine("cpu"),
+    }
+
+
+def measure(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]:
+    from nas.export import retrain
+    from nas.model import ArchSpec
+    from nas.search import counts, front, load_existing_study
+
+    dataset, _ = CORPORA[corpus]
+    db = OUT / "text" / f"{corpus}-seed{seed}.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.unlink(missing_ok=True)  # a run cut short starts again
+    storage = f"sqlite:///{db}"
+    search = [sys.executable, "-m", "nas.search", "--dataset", dataset, "--trials", "100000"]
+    search += ["--timeout", str(args.minutes * 60), "--storage", storage, "--study-name", "text"]
+    search += ["--seed", str(seed)]
+    if args.tokenizer is not None:
+        search += ["--tokenizer", args.tokenizer]
+    started = time.perf_counter()
+    subprocess.run(search, check=True, cwd=ROOT)
+    searched = time.perf_counter() - started
+
+    study = load_existing_study(storage, "text")
+    members = front(study)
+    best = members[0]
+    spec = ArchSpec.from_dict(best.user_attrs["arch"])
+    attention = [m for m in members if '"attention": {' in str(m.user_attrs.get("arch"))]
+    t0 = time.perf_counter()
+    ours = retrain(study, spec, seed, "cpu", None, epochs=args.retrain_epochs)
+    retrained = time.perf_counter() - t0
+    record: dict[str, Any] = {
+        "ours": ours.test_accuracy,
+        "ours_val": best.values[0],
+        "summary": spec.summary(),
+        "latency_ms": best.user_attrs.get("latency_ms"),
+        "trials": counts(study),
+        "front": [m.user_attrs.get("summary") for m in members],
+        "front_attention": len(attention),
+        "search_seconds": searched,
+        "retrain_seconds": retrained,
+    }
+    for analyzer in ANALYZERS:
+        b = tfidf_baseline(dataset, seed=seed, analyzer=analyzer)
+        record[analyzer] = b["test_accuracy"]
+        record[f"{analyzer}_C"] = b["C"]
+    return record
+
+
+def report(records: list[dict[str, Any]], args: argparse.Namespace) -> float:
+    def ms(values: list[float]) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+
+    rows = [("corpus", "seeds", "ours", "tfidf word", "tfidf char", "gain", "attn front", "pruned")]
+    gains = {}
+    for corpus in args.corpora:
+        mine = [r for r in records if r["corpus"] == corpus]
+        if not mine:
+            continue
+        ours = [r["ours"] for r in mine]
+        base = {a: [r[a] for r in mine] for a in ANALYZERS}
+        better = max(ANALYZERS, key=lambda a: statistics.mean(base[a]))
+        gains[corpus] = 100 * (statistics.mean(ours) - statistics.mean(base[better]))
+        front_size = sum(len(r["front"]) for r in mine)
+        pruned = sum(r["trials"]["pruned"] for r in mine)
+        total = sum(sum(r["trials"].values()) for r in mine)
+        rows.append(
+            (
+                corpus,
+                ",".join(str(r["seed"]) for r in mine),
+                ms(ours),
+                ms(base["word"]),
+                ms(base["char_wb"]),
+                f"{gains[corpus]:+.2f} vs {better}",
+                f"{sum(r['front_attention'] for r in mine)}/{front_size}",
+                f"{pruned}/{total}",
+            )
+        )
+        for r in mine:
+            minutes = (r["search_seconds"] + r["retrain_seconds"]) / 60
+            print(
+                f"  {corpus} seed {r['seed']}: ours {r['ours']:.4f} (val {r['ours_val']:.4f}, "
+                f"{r['latency_ms']:.3f} ms) {r['summary']}; word {r['word']:.4f}, char "
+                f"{r['char_wb']:.4f}; {minutes:.1f} min ({r['retrain_seconds'] / 60:.1f} retrain)"
+            )
+    print(table(rows))
+    tokenizer = args.tokenizer or "default"
+    print(f"{args.minutes:g}-minute searches, tokenizer {tokenizer}; {machine('cpu')}")
+    return min(gains.values()) if gains else float("nan")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=30.0, help="search time")
-    parser.add_argument(
-        "--epochs", type=float, help="per-trial epochs (default: the search's for text)"
-    )
-    parser.add_argument("--retrain-epochs", type=float, default=6.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="the search's --threads (default its own)")
-    args = parser.parse_args()
-
-    if not DEFAULT_CSV.exists():
-        subprocess.run([sys.executable, str(ROOT / "bench" / "text_corpus.py")], check=True)
-    storage = f"sqlite:///{OUT}/text.db"
-    (OUT / "text.db").unlink(missing_ok=True)
-    started = time.monotonic()
-    search = [
-        sys.executable,
-        "-m",
-        "nas.search",
-        "--dataset",
-        DEFAULT_DATASET,
-        "--trials",
-        "10000",
-        "--timeout",
-        str(args.minutes * 60),
-        "--storage",
-        storage,
-        "--study-name",
-        "text",
-        "--seed",
-        str(args.seed),
-    ]
-    if args.epochs is not None:
-        search += ["--epochs", str(args.epochs)]
-    if args.threads is not None:
-        search += ["--threads", str(args.threads)]
-    subprocess.run(search, check=True, cwd=ROOT)
-    searched = time.monotonic() - started
-
-    import torch
-
-    from nas.export import retrain
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    from nas.model import ArchSpec
-    from nas.search import load_existing_study
-
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--corpora", nargs="+", choices=CORPORA, default=list(CORPORA))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--minutes", type=float, default=10.0, help="search time per run")
+    p.add_argument("--tokenizer", help="the search's --tokenizer (default: its own)")
+    p.add_argument("--retrain-epochs", type=float, help="default: nas.export's")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--report", action="store_true", help="only the tables from --out")
+    args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = load_existing_study(storage, "text")
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    best = max(complete, key=lambda t: t.values[0])
-    spec = ArchSpec.from_dict(best.user_attrs["arch"])
-    print(
-        f"search: {len(study.trials)} trials ({len(complete)} complete) in {searched / 60:.1f} "
-        f"min; best by validation: trial {best.number} val {best.values[0]:.4f} "
-        f"latency {best.user_attrs['latency_ms']:.3f} ms: {spec.summary()}"
-    )
-    ours = retrain(
-        study, spec, seed=args.seed, device="cpu", data_dir=None, epochs=args.retrain_epochs
-    ).test_accuracy
-    print(f"ours: retrained {args.retrain_epochs:g} epochs on train+val: test accuracy {ours:.4f}")
-    baseline = tfidf_baseline(DEFAULT_DATASET, seed=args.seed)
-    print(f"baseline: {baseline}")
-    gain = 100 * (ours - float(baseline["test_accuracy"]))
+    if not args.report:
+        for corpus in args.corpora:
+            dataset, script = CORPORA[corpus]
+            if not (ROOT / dataset.removeprefix("csv:")).exists():
+                subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True)
+            for seed in args.seeds:
+                key = settings(args, corpus, seed)
+                if any(matches(r, key) for r in load_records(args.out)):
+                    print(f"[{corpus} seed {seed}] measured before: skipped", flush=True)
+                    continue
+                record = key | measure(args, corpus, seed)
+                append_record(args.out, record)
+                print(f"[{corpus} seed {seed}] ours {record['ours']:.4f}", flush=True)
+    records = [
+        r
+        for r in load_records(args.out)
+        if r["seed"] in args.seeds
+        and matches(r, {k: v for k, v in settings(args, r["corpus"], r["seed"]).items()})
+    ]
+    gain = report(records, args)
     print(f"accuracy_gain: {gain:.2f}")
 
 

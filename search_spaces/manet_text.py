@@ -1,7 +1,12 @@
 """manet_text (the default space for text datasets): MANet over sequences of token ids.
 
-    token ids → embedding → 1–3 stages of 1-D conv blocks, each with an attention slot
+    token ids → embedding → 0–3 stages of 1-D conv blocks, each with an attention slot
               → global pool → fully-connected head (relu | sigmoid | tanh) → logits
+
+With no stage and average pooling this is fastText: the mean of the tokens' embeddings
+(pads excluded) into a linear layer, a bag-of-words model as fast as a text network gets
+and what a TF-IDF + logistic regression baseline expresses; the stages add what an
+n-gram bag cannot (order, attention over the text).
 
 A sequence of L tokens is a 1×L map (``nas.model``), so the attention family is the one
 the image spaces use: softmax, sigmoid, sigmoid_norm, MANet's convolutional (Q/K/V from
@@ -9,8 +14,9 @@ k-wide convs) and pooling (keys/values from an s-wide pooled sequence) self-atte
 
 Parameters (names are stable; a name always has the same choices):
 
-- ``embed.width`` (the embedding's dimensions), ``n_stages`` 1–3, ``act`` and ``norm``
-  for the whole network.
+- ``embed.width`` (the embedding's dimensions), ``n_stages`` 0–3 (1–3 before 0 was
+  added: a study's stored values all replay), and with stages ``act`` and ``norm`` for
+  the whole network.
 - per stage slot ``s0``..``s2`` (sampled only when the slot is used — conditional, so use
   ``TPESampler(multivariate=True, group=True)``): ``block``, ``width``, ``depth``,
   ``kernel`` (3, 5 or 7 tokens); ``attn.kind`` (none or one of five ops) and, with
@@ -73,9 +79,11 @@ def suggest(trial: optuna.Trial, task: Task) -> ArchSpec:
             f"space manet_text builds text networks; task {task.name!r} is an {task.kind} "
             "task (use attention_cnn or manet)"
         )
-    n_stages = trial.suggest_int("n_stages", 1, MAX_STAGES)
-    activation = trial.suggest_categorical("act", ("relu", "gelu"))
-    norm = trial.suggest_categorical("norm", ("batch", "group"))
+    n_stages = trial.suggest_int("n_stages", 0, MAX_STAGES)
+    activation = norm = ""
+    if n_stages:
+        activation = trial.suggest_categorical("act", ("relu", "gelu"))
+        norm = trial.suggest_categorical("norm", ("batch", "group"))
     stem = StemSpec(trial.suggest_categorical("embed.width", EMBED_WIDTHS))
     length = task.length
     stages = []

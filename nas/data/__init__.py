@@ -8,17 +8,35 @@ vocabulary the exporter also needs; ``_common`` is what they all share."""
 
 from nas.data._common import DataError, cache_dir
 from nas.data._load import DATASETS, Data, Split, is_text_name, load_data, task_for
-from nas.data._vocab import BYTE_VOCAB_SIZE, OOV_ID, PAD_ID, WORD_PATTERN, Vocabulary
+from nas.data._vocab import (
+    BYTE_VOCAB_SIZE,
+    NGRAM_MAX,
+    NGRAM_MIN,
+    OOV_ID,
+    PAD_ID,
+    TOKENIZERS,
+    WORD_BEGIN,
+    WORD_END,
+    WORD_PATTERN,
+    Tokenizer,
+    Vocabulary,
+)
 
 __all__ = [
     "BYTE_VOCAB_SIZE",
     "DATASETS",
+    "NGRAM_MAX",
+    "NGRAM_MIN",
     "OOV_ID",
     "PAD_ID",
+    "TOKENIZERS",
+    "WORD_BEGIN",
+    "WORD_END",
     "WORD_PATTERN",
     "Data",
     "DataError",
     "Split",
+    "Tokenizer",
     "Vocabulary",
     "cache_dir",
     "is_text_name",

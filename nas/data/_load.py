@@ -307,10 +307,12 @@ def load_data(
             :data:`DEFAULT_IMAGE_SIZE`). Built-ins accept only their native size.
         text_column, label_column: text only: the columns (``csv:``) or keys (``jsonl:``)
             holding each example's text and label.
-        tokenizer, max_vocab, min_freq, length: text only: ``words`` (default) or
-            ``bytes``; the vocabulary's size (PAD and OOV included, default 20,000) and the
-            fewest training occurrences of a kept token (default 2); tokens per example
-            (default: the 95th percentile of training lengths, 8..512). ``ag_news`` and
+        tokenizer, max_vocab, min_freq, length: text only: ``words`` (default), ``bytes``
+            or ``ngrams`` (fastText's words, word bigrams and character 3-5-grams:
+            :mod:`nas.data._vocab`); the vocabulary's size (PAD and OOV included, default
+            20,000 for ``words``, 50,000 for ``ngrams``) and the fewest training
+            occurrences of a kept token (default 2); tokens per example (default: the 95th
+            percentile of the training texts' encoded lengths, 8..512). ``ag_news`` and
             ``imdb`` are downloaded to ``data_dir`` like the torchvision datasets.
 
     Raises:

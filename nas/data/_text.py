@@ -14,8 +14,10 @@ Pipeline, in this order so that nothing of validation or test leaks into trainin
 4. the validation split is carved from the rest, stratified, with the search seed;
 5. the vocabulary (:mod:`nas.data._vocab`) is built from the *training* split only: tokens
    seen at least ``min_freq`` times, the most frequent first, ``max_vocab`` ids in all.
-   Id 0 pads, id 1 stands for every out-of-vocabulary token;
-6. the sequence length is the 95th percentile of training lengths, clamped to 8..512,
+   Id 0 pads, id 1 stands for every out-of-vocabulary word; ``ngrams`` drops an
+   out-of-vocabulary bigram or character n-gram instead;
+6. the sequence length is the 95th percentile of the training texts' encoded lengths (in
+   the tokenizer's tokens, after ``ngrams`` drops its unknown n-grams), clamped to 8..512,
    unless given; longer texts keep their first tokens, shorter ones are padded at the end.
 
 Reading and tokenising happen once per source: the tokenised corpus is cached in memory
@@ -27,6 +29,7 @@ not tokenise twice.
 from __future__ import annotations
 
 import re
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,10 +41,29 @@ import torch
 
 from nas.data._common import TEST_FRACTION, TEST_SPLIT_SEED, DataError, stratified_split
 from nas.data._textsources import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, Locate, Raw
-from nas.data._vocab import OOV_ID, SPECIALS, WORD_RE, Tokenizer, Vocabulary
+from nas.data._vocab import (
+    OOV_ID,
+    SPECIALS,
+    WORD_RE,
+    Tokenizer,
+    Vocabulary,
+    check_tokenizer,
+    word_extras,
+)
 from nas.model import Task
 
 DEFAULT_MAX_VOCAB = 20_000
+# ``ngrams`` emits each word, its bigram and its character 3-5-grams: far more distinct
+# tokens than words. On the demo corpus (bench/out/debian_descriptions.csv, 21,905
+# training texts at seed 0) 63,976 of them are seen twice or more (words: 6,632), 43,603
+# three times or more. A bag of embeddings (width 256, the search's recipe, 2 epochs,
+# validation accuracy over seeds 0-2, one thread of a loaded 2-core machine) scored
+# 0.8446 on words, 0.8549 with 20,000 n-gram ids (those seen 8+ times), 0.8586 with
+# 50,000 (every one seen 3+ times and some seen twice) and 0.8593 with all 63,976: the
+# last 14,000 gained nothing, while the embedding's dense AdamW update costs every step
+# in proportion to ids x width (2 epochs took 22-38 s, 57-113 s and 119-168 s). 50,000
+# keeps the gain and caps that cost on larger corpora.
+DEFAULT_MAX_VOCAB_NGRAMS = 50_000
 DEFAULT_MIN_FREQ = 2
 LENGTH_PERCENTILE = 95
 # Short enough sequences still leave pooling and convolution layers some positions; long
@@ -89,7 +111,7 @@ def text_task(
     text_column: str = DEFAULT_TEXT_COLUMN,
     label_column: str = DEFAULT_LABEL_COLUMN,
     tokenizer: Tokenizer = "words",
-    max_vocab: int = DEFAULT_MAX_VOCAB,
+    max_vocab: int | None = None,
     min_freq: int = DEFAULT_MIN_FREQ,
     length: int | None = None,
 ) -> Task:
@@ -124,7 +146,7 @@ def load_text(
     text_column: str = DEFAULT_TEXT_COLUMN,
     label_column: str = DEFAULT_LABEL_COLUMN,
     tokenizer: Tokenizer = "words",
-    max_vocab: int = DEFAULT_MAX_VOCAB,
+    max_vocab: int | None = None,
     min_freq: int = DEFAULT_MIN_FREQ,
     length: int | None = None,
 ) -> TextPools:
@@ -138,16 +160,17 @@ def load_text(
         seed: picks the validation examples; the test split never depends on it.
         val_fraction: share of each class's training examples carved off as validation.
         text_column, label_column: the columns (csv) or keys (jsonl) to read.
-        tokenizer: ``words`` or ``bytes``.
-        max_vocab: most ids in the vocabulary, PAD and OOV included (``words`` only).
+        tokenizer: ``words``, ``bytes`` or ``ngrams`` (:mod:`nas.data._vocab`).
+        max_vocab: most ids in the vocabulary, PAD and OOV included (``words``: default
+            ``DEFAULT_MAX_VOCAB``; ``ngrams``: ``DEFAULT_MAX_VOCAB_NGRAMS``; not ``bytes``).
         min_freq: fewest occurrences in the training split for a token to get an id.
-        length: tokens per example; default the 95th percentile of training lengths,
-            clamped to ``MIN_LENGTH..MAX_LENGTH``.
+        length: tokens per example; default the 95th percentile of the training texts'
+            encoded lengths, clamped to ``MIN_LENGTH..MAX_LENGTH``.
 
     Raises:
         DataError: naming the file, line or value at fault.
     """
-    corpus, (train_idx, val_idx, test_idx), vocab, remap = _prepare(
+    corpus, (train_idx, val_idx, test_idx), vocab, stream = _prepare(
         name,
         locate,
         data_dir,
@@ -163,7 +186,7 @@ def load_text(
     labels = torch.from_numpy(corpus.labels)
 
     def part(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
-        x = _encode(corpus, remap, idx, vocab.length)
+        x = _encode(stream, idx, vocab.length)
         return x, labels[torch.from_numpy(idx)].contiguous(), tuple(corpus.texts[i] for i in idx)
 
     x_train, y_train, t_train = part(train_idx)
@@ -195,12 +218,28 @@ class _Tokens:
     """Every text as ids into a corpus-wide token table (seed-independent).
 
     ``ids[offsets[i]:offsets[i + 1]]`` are text ``i``'s tokens; ``table[g]`` is the string
-    of token ``g`` (``words``; for ``bytes`` the id is the byte and the table is empty).
-    Counting and remapping these arrays per seed is vectorised, and far smaller than
-    lists of token strings.
+    of token ``g`` (``words``, ``ngrams``; for ``bytes`` the id is the byte and the table
+    is empty). ``words[k]`` (``ngrams`` only) says whether token ``k`` is a word, which is
+    OOV when unknown, rather than a bigram or n-gram, which is then dropped. Counting and
+    remapping these arrays per seed is vectorised, and far smaller than lists of token
+    strings.
     """
 
     table: tuple[str, ...]
+    ids: np.ndarray
+    offsets: np.ndarray
+    words: np.ndarray | None = None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """Every text's vocabulary ids, as encoded (``ngrams``' unknown n-grams dropped):
+    ``ids[offsets[i]:offsets[i + 1]]`` are text ``i``'s."""
+
     ids: np.ndarray
     offsets: np.ndarray
 
@@ -238,12 +277,14 @@ def _prepare(
     text_column: str,
     label_column: str,
     tokenizer: Tokenizer,
-    max_vocab: int,
+    max_vocab: int | None,
     min_freq: int,
     length: int | None,
-) -> tuple[_Corpus, tuple[np.ndarray, np.ndarray, np.ndarray], Vocabulary, np.ndarray]:
+) -> tuple[_Corpus, tuple[np.ndarray, np.ndarray, np.ndarray], Vocabulary, _Stream]:
     """The corpus (cached), its train / val / test indices for ``seed``, and the
-    vocabulary of that training split with its corpus-id → vocabulary-id map."""
+    vocabulary of that training split with every text encoded by it."""
+    if max_vocab is None:
+        max_vocab = default_max_vocab(tokenizer)
     _check_options(tokenizer, max_vocab, min_freq, length)
     for what, value in (("text_column", text_column), ("label_column", label_column)):
         if not isinstance(value, str) or not value:
@@ -261,15 +302,19 @@ def _prepare(
         class_names=corpus.classes,
     )
     train_idx = corpus.pool[keep]
-    vocab, remap = _vocabulary(
+    vocab, stream = _vocabulary(
         corpus, train_idx, tokenizer, max_vocab, min_freq, length, corpus.source
     )
-    return corpus, (train_idx, corpus.pool[carve], corpus.test), vocab, remap
+    return corpus, (train_idx, corpus.pool[carve], corpus.test), vocab, stream
+
+
+def default_max_vocab(tokenizer: Tokenizer) -> int:
+    """``max_vocab``'s default for ``tokenizer`` (``bytes`` ignores it)."""
+    return DEFAULT_MAX_VOCAB_NGRAMS if tokenizer == "ngrams" else DEFAULT_MAX_VOCAB
 
 
 def _check_options(tokenizer: str, max_vocab: int, min_freq: int, length: int | None) -> None:
-    if tokenizer not in ("words", "bytes"):
-        raise DataError(f"tokenizer must be 'words' or 'bytes', got {tokenizer!r}")
+    check_tokenizer(tokenizer)
 
     def positive(value: object, minimum: int) -> bool:
         return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
@@ -387,6 +432,8 @@ def _tokenise(texts: Sequence[str], tokenizer: Tokenizer) -> _Tokens:
         lengths[1:] = [len(c) for c in chunks]
         ids = np.concatenate(chunks).astype(np.int32) if chunks else np.zeros(0, np.int32)
         return _Tokens((), ids, np.cumsum(lengths))
+    if tokenizer == "ngrams":
+        return _tokenise_ngrams(texts, lengths)
     table: dict[str, int] = {}
     flat: list[int] = []
     for i, text in enumerate(texts):
@@ -400,6 +447,35 @@ def _tokenise(texts: Sequence[str], tokenizer: Tokenizer) -> _Tokens:
     return _Tokens(tuple(table), np.array(flat, dtype=np.int32), np.cumsum(lengths))
 
 
+def _tokenise_ngrams(texts: Sequence[str], lengths: np.ndarray) -> _Tokens:
+    """``ngrams`` tokens by :func:`nas.data._vocab.word_extras`, the one definition that
+    :meth:`Vocabulary.ids` also follows; a string that is a word in one place and an
+    n-gram in another is one token (one count, one id)."""
+    table: dict[str, int] = {}
+    flat = array("i")
+    words = array("b")
+    for i, text in enumerate(texts):
+        start = len(flat)
+        previous = None
+        for word in WORD_RE.findall(text.lower()):
+            extras = word_extras(previous, word)
+            for token in (word, *extras):
+                g = table.get(token)
+                if g is None:
+                    g = table[token] = len(table)
+                flat.append(g)
+            words.append(1)
+            words.extend(bytes(len(extras)))
+            previous = word
+        lengths[i + 1] = len(flat) - start
+    return _Tokens(
+        tuple(table),
+        np.frombuffer(flat, dtype=np.int32).copy() if flat else np.zeros(0, np.int32),
+        np.cumsum(lengths),
+        np.frombuffer(words, dtype=np.int8).astype(bool) if words else np.zeros(0, bool),
+    )
+
+
 def _vocabulary(
     corpus: _Corpus | _Tokens,
     train_idx: np.ndarray,
@@ -408,19 +484,13 @@ def _vocabulary(
     min_freq: int,
     length: int | None,
     source: str,
-) -> tuple[Vocabulary, np.ndarray]:
-    """The vocabulary of the texts ``train_idx`` and the corpus-id → vocabulary-id map."""
+) -> tuple[Vocabulary, _Stream]:
+    """The vocabulary of the texts ``train_idx`` and every text encoded by it."""
     tokens = corpus.tokens if isinstance(corpus, _Corpus) else corpus
-    lengths = tokens.lengths[train_idx]
-    if length is None:
-        # "higher": an actual training length, so at least 95 % of texts fit untruncated.
-        typical = 0
-        if len(lengths):
-            typical = int(np.percentile(lengths, LENGTH_PERCENTILE, method="higher"))
-        length = min(max(typical, MIN_LENGTH), MAX_LENGTH)
     if tokenizer == "bytes":
         remap = np.arange(256, dtype=np.int64) + len(SPECIALS)
-        return Vocabulary("bytes", (), length), remap
+        stream = _Stream(remap[tokens.ids], tokens.offsets)
+        return Vocabulary("bytes", (), _length(stream, train_idx, length)), stream
     in_train = np.zeros(len(tokens.lengths), dtype=bool)
     in_train[train_idx] = True
     owner = np.repeat(in_train, tokens.lengths)
@@ -434,23 +504,48 @@ def _vocabulary(
     # Most frequent first; ties by the token itself, so the order never depends on the
     # order of the file.
     table = tokens.table
-    chosen = sorted(candidates.tolist(), key=lambda g: (-int(counts[g]), table[g]))
-    chosen = chosen[: max_vocab - len(SPECIALS)]
-    remap = np.full(len(table), OOV_ID, dtype=np.int64)
+    room = max_vocab - len(SPECIALS)
+    if len(candidates) > room:
+        # Only the tokens as frequent as the room-th most frequent can be kept, ties
+        # included: sorting just those keeps an ngrams corpus's millions of rare n-grams
+        # out of the Python sort.
+        least = np.partition(counts[candidates], len(candidates) - room)[len(candidates) - room]
+        candidates = candidates[counts[candidates] >= least]
+    chosen = sorted(candidates.tolist(), key=lambda g: (-int(counts[g]), table[g]))[:room]
+    # int32: an ngrams corpus holds tens of millions of tokens (ids stay under 2**31).
+    remap = np.full(len(table), OOV_ID, dtype=np.int32)
     remap[np.array(chosen, dtype=np.int64)] = np.arange(len(chosen)) + len(SPECIALS)
-    vocab = Vocabulary("words", SPECIALS + tuple(table[g] for g in chosen), length)
-    return vocab, remap
+    stream = _Stream(remap[tokens.ids], tokens.offsets)
+    if tokens.words is not None:  # ngrams: an unknown bigram or n-gram is dropped
+        keep = tokens.words | (stream.ids != OOV_ID)
+        # Text i's kept tokens end where the tokens kept before its old end do.
+        before = np.concatenate(([0], np.cumsum(keep)))
+        stream = _Stream(stream.ids[keep], before[tokens.offsets])
+    chosen_tokens = SPECIALS + tuple(table[g] for g in chosen)
+    return Vocabulary(tokenizer, chosen_tokens, _length(stream, train_idx, length)), stream
 
 
-def _encode(corpus: _Corpus, remap: np.ndarray, idx: np.ndarray, length: int) -> torch.Tensor:
+def _length(stream: _Stream, train_idx: np.ndarray, length: int | None) -> int:
+    """``length`` if given, else the 95th percentile of the training texts' encoded
+    lengths, clamped to ``MIN_LENGTH..MAX_LENGTH``."""
+    if length is not None:
+        return length
+    lengths = stream.lengths[train_idx]
+    # "higher": an actual training length, so at least 95 % of texts fit untruncated.
+    typical = 0
+    if len(lengths):
+        typical = int(np.percentile(lengths, LENGTH_PERCENTILE, method="higher"))
+    return min(max(typical, MIN_LENGTH), MAX_LENGTH)
+
+
+def _encode(stream: _Stream, idx: np.ndarray, length: int) -> torch.Tensor:
     """``(len(idx), length)`` int64 ids: first ``length`` tokens, PAD after the end."""
-    tokens = corpus.tokens
-    starts = tokens.offsets[idx]
-    kept = np.minimum(tokens.lengths[idx], length)
+    starts = stream.offsets[idx]
+    kept = np.minimum(stream.lengths[idx], length)
     positions = np.arange(length)
     valid = positions[None, :] < kept[:, None]
     out = np.zeros((len(idx), length), dtype=np.int64)
-    out[valid] = remap[tokens.ids[(starts[:, None] + positions[None, :])[valid]]]
+    out[valid] = stream.ids[(starts[:, None] + positions[None, :])[valid]]
     return torch.from_numpy(out)
 
 

@@ -5,12 +5,13 @@ per block kind the model uses (``ResidualBlock``, ``SigmoidSelfAttention``, …)
 specialised to what the model needs (no positional-encoding code when no attention
 layer uses one), and a ``Net`` written out layer by layer with the feature-map shape
 beside each stage. It is not an interpreter of the spec: nothing in it looks up ops by
-name at run time. The layers' sources come from :mod:`nas.export._layer_code`; this
-module chooses the ones a spec needs and writes ``Net``, ``preprocess`` or ``encode``.
+name at run time. The layers' sources come from :mod:`nas.export._layer_code` (images)
+and :mod:`nas.export._text_layer_code` (text); this module chooses the ones a spec needs
+and writes ``Net``, ``preprocess`` or ``encode``.
 
 Safety: the spec has passed ``ArchSpec`` validation, so every op name is a registry
-key; each piece of emitted code comes from the tables of :mod:`nas.export._layer_code`,
-keyed by those names, and numbers are formatted from ints and finite floats. No stored
+key; each piece of emitted code comes from the tables of those two modules, keyed by
+those names, and numbers are formatted from ints and finite floats. No stored
 string reaches the code: the one place text from a study may appear is the module
 docstring, and :func:`render_code` refuses a docstring that could end its literal or
 start a line of code (a backslash, ``\"\"\"``, a closing ``"``, a character that is not
@@ -21,9 +22,11 @@ Module paths equal :mod:`nas.model._builder`'s (``stem``, ``stages.1.attention``
 ``head``), so a built model's ``state_dict`` loads strictly into the generated ``Net``.
 
 An image spec gives 2-D classes (``nn.Conv2d``, ``nn.BatchNorm2d``, …) and ``preprocess``
-for uint8 images; a text spec gives their 1-D twins (``nn.Conv1d``, ``nn.BatchNorm1d``, …)
-after an ``nn.Embedding`` stem, and ``encode``, which turns texts into token ids exactly as
-:class:`nas.data.Vocabulary` does, from the ``vocab.json`` the exporter writes beside it.
+for uint8 images; a text spec gives their 1-D twins (``nn.Conv1d``, ``MaskedBatchNorm1d``,
+…) after an ``nn.Embedding`` stem, and ``encode``, which turns texts into token ids exactly
+as :class:`nas.data.Vocabulary` does, from the ``vocab.json`` the exporter writes beside
+it. Like the built model, a text ``Net`` computes the mask of the real tokens from the ids
+and passes it to every layer that mixes positions, so padding never changes its logits.
 """
 
 from __future__ import annotations
@@ -32,28 +35,25 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from nas.data import BYTE_VOCAB_SIZE, OOV_ID, PAD_ID, WORD_PATTERN
+from nas.data import (
+    BYTE_VOCAB_SIZE,
+    NGRAM_MAX,
+    NGRAM_MIN,
+    OOV_ID,
+    PAD_ID,
+    WORD_BEGIN,
+    WORD_END,
+    WORD_PATTERN,
+)
+from nas.export import _layer_code as image
+from nas.export import _text_layer_code as text_code
 from nas.export._layer_code import (
     ACTIVATION_CODE,
     ATTENTION_CLASS,
-    ATTENTION_GLOBAL_POOL,
-    ATTENTION_POOL,
     BLOCK_ARGS,
     BLOCK_CLASS,
-    BLOCK_WORDS,
-    BLOCKS,
-    CONV_NORM_ACT,
-    DOWNSAMPLE_CODE,
-    GLOBAL_POOL_CODE,
-    GROUP_NORM,
     LINE,
-    NORM_CODE,
-    RELATIVE_POSITION_INDEX,
-    SQUEEZE_EXCITATION,
-    STAGE,
-    Dims,
     indented,
-    self_attention_class,
     wrap,
 )
 from nas.model import ArchSpec, AttentionSpec, StageSpec
@@ -103,8 +103,12 @@ class _Model:
     def dims(self) -> int:
         return self.spec.input.dims
 
+    @property
+    def text(self) -> bool:
+        return self.spec.input.is_text
+
     def norm_code(self, norm: str) -> str:
-        return NORM_CODE[norm].format(dims=self.dims)
+        return (text_code.NORM_CODE if self.text else image.NORM_CODE)[norm]
 
     def _norm_act(self, norm: str, act: str) -> list[str]:
         out = [] if norm == self.norm else [f"norm={self.norm_code(norm)}"]
@@ -112,7 +116,8 @@ class _Model:
 
     def conv(self, cin: int, cout: int, kernel: int, stride: int, norm: str, act: str) -> Call:
         args = [str(cin), str(cout), str(kernel), *([f"stride={stride}"] if stride != 1 else [])]
-        return "conv_norm_act", args + self._norm_act(norm, act)
+        name = "ConvNormAct" if self.text else "conv_norm_act"
+        return name, args + self._norm_act(norm, act)
 
     def block(self, stage: StageSpec, cin: int) -> Call:
         self.blocks.add(stage.block)
@@ -141,8 +146,8 @@ class _Model:
         if stage.downsample == "attention":
             self.attention_pool = True
             return f"AttentionPool{self.dims}d", [str(stage.width)]
-        code = DOWNSAMPLE_CODE[stage.downsample]
-        return None if code is None else code.format(dims=self.dims)
+        table = text_code.DOWNSAMPLE_CODE if self.text else image.DOWNSAMPLE_CODE
+        return table[stage.downsample]
 
 
 def _most_common(values: list[str], default: str) -> str:
@@ -209,10 +214,12 @@ def render_net(spec: ArchSpec) -> tuple[str, _Model]:
     if spec.stages:
         lines.append("self.stages = nn.Sequential(")
     cin = stem.width
+    outputs = []  # each stage's output shape
     for i, (stage, (h, w)) in enumerate(zip(spec.stages, spec.resolutions(), strict=True)):
         down = m.downsample(stage)
         oh, ow = (h, w) if down is None else (math.ceil(h / 2), math.ceil(w / 2))
-        shapes = f"{_shape(cin, h, w, dims)} → {_shape(stage.width, oh, ow, dims)}"
+        outputs.append(_shape(stage.width, oh, ow, dims))
+        shapes = f"{_shape(cin, h, w, dims)} → {outputs[-1]}"
         lines.append(f"    Stage(  # {i}: {shapes}")
         blocks = [m.block(stage, cin if j == 0 else stage.width) for j in range(stage.depth)]
         one_line = "[" + ", ".join(f"{n}({', '.join(a)})" for n, a in blocks) + "],"
@@ -247,15 +254,14 @@ def render_net(spec: ArchSpec) -> tuple[str, _Model]:
     first = _shape(stem.width, *spec.stem_resolution(), dims)
     forward = []
     if spec.input.is_text:
-        forward.append(f"x = self.stem(x).transpose(1, 2)  # (B, L) ids → {first}, channels first")
-    elif stem.kind != "none":
-        forward.append(f"x = self.stem(x)  # {first}")
-    if spec.stages:
-        forward.append(f"x = self.stages(x)  # {_shape(cin, *spec.final_resolution(), dims)}")
-    forward += [
-        f"x = {Dims(dims).format(GLOBAL_POOL_CODE[spec.global_pool])}",
-        "return self.head(x)",
-    ]
+        forward += _text_forward(spec, first, outputs)
+    else:
+        if stem.kind != "none":
+            forward.append(f"x = self.stem(x)  # {first}")
+        if spec.stages:
+            forward.append(f"x = self.stages(x)  # {_shape(cin, *spec.final_resolution(), dims)}")
+        forward.append(f"x = {image.GLOBAL_POOL_CODE[spec.global_pool]}")
+    forward.append("return self.head(x)")
     inp = spec.input
     takes = (
         f"    Input: (B, {inp.width}) int64 token ids from ``encode``;"
@@ -283,6 +289,20 @@ def render_net(spec: ArchSpec) -> tuple[str, _Model]:
     return source, m
 
 
+def _text_forward(spec: ArchSpec, first: str, outputs: list[str]) -> list[str]:
+    """A text ``Net.forward`` up to the head: the mask from the ids, each stage on the
+    sequence and the mask, the mask halved after a stage that downsamples, the pool."""
+    forward = [
+        f"mask = token_mask(x)  # (B, 1, {spec.input.width}), True at real tokens",
+        f"x = self.stem(x).transpose(1, 2)  # (B, L) ids → {first}, channels first",
+    ]
+    for i, (stage, shape) in enumerate(zip(spec.stages, outputs, strict=True)):
+        forward.append(f"x = self.stages[{i}](x, mask)  # {shape}")
+        if stage.downsample != "none":
+            forward.append("mask = halve_mask(mask)")
+    return forward + text_code.GLOBAL_POOL_CODE[spec.global_pool]
+
+
 PREPROCESS = '''
 def preprocess(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (B, C, H, W), values 0..255 → the normalised floats Net expects."""
@@ -291,8 +311,11 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 '''
 
-# Tokenises exactly like nas.data.Vocabulary (tests/export/test_export.py checks it on a real
-# export): lower-cased words by WORD_PATTERN, or UTF-8 bytes; unknown words are OOV_ID.
+# Tokenises exactly like nas.data.Vocabulary (tests/export/test_encode.py checks every
+# tokenizer without nas importable, tests/export/test_export.py real exports): lower-cased
+# words by WORD_PATTERN, UTF-8 bytes, or ngrams (each word, its bigram with the word
+# before, its character n-grams); an unknown word is OOV_ID, an unknown bigram or n-gram
+# is dropped.
 ENCODE = '''
 @functools.lru_cache(maxsize=4)
 def load_vocabulary(path: str) -> tuple[str, dict[str, int]]:
@@ -301,14 +324,29 @@ def load_vocabulary(path: str) -> tuple[str, dict[str, int]]:
         vocab = json.load(f)
     if vocab.get("format") != "nas.vocabulary" or vocab.get("version") != 1:
         raise ValueError(f"{path} is not a nas.vocabulary version 1 file")
-    if vocab["tokenizer"] == "words" and vocab["pattern"] != WORD_PATTERN:
+    if vocab["tokenizer"] not in ("words", "bytes", "ngrams"):
+        raise ValueError(f"{path} has an unknown tokenizer {vocab['tokenizer']!r}")
+    if vocab["tokenizer"] != "bytes" and vocab["pattern"] != WORD_PATTERN:
         raise ValueError(f"{path} splits words other than Net's training data did")
+    if vocab["tokenizer"] == "ngrams" and vocab.get("ngrams") != NGRAM_RULE:
+        raise ValueError(f"{path} makes n-grams other than Net's training data did")
     if (vocab["size"], vocab["length"]) != (VOCAB_SIZE, LENGTH):
         raise ValueError(
             f"{path} has {vocab['size']} ids and length {vocab['length']}; "
             f"Net was trained with {VOCAB_SIZE} ids and length {LENGTH}"
         )
     return vocab["tokenizer"], {token: i for i, token in enumerate(vocab["tokens"])}
+
+
+def word_ngrams(previous: str | None, word: str) -> list[str]:
+    """What follows a word in an ngrams text: its bigram with the word before it, then
+    the n-grams of WORD_BEGIN + word + WORD_END, by start, then length."""
+    grams = [] if previous is None else [f"{previous} {word}"]
+    marked = WORD_BEGIN + word + WORD_END
+    for start in range(len(marked) - NGRAM_MIN + 1):
+        for end in range(start + NGRAM_MIN, min(start + NGRAM_MAX, len(marked)) + 1):
+            grams.append(marked[start:end])
+    return grams
 
 
 def encode(
@@ -324,9 +362,18 @@ def encode(
     for row, text in enumerate(batch):
         if tokenizer == "bytes":
             tokens = [b + BYTE_OFFSET for b in text.encode("utf-8")]
-        else:
+        elif tokenizer == "words":
             words = re.findall(WORD_PATTERN, text.lower())
             tokens = [index.get(word, OOV_ID) for word in words]
+        else:
+            tokens = []
+            previous = None
+            for word in re.findall(WORD_PATTERN, text.lower()):
+                tokens.append(index.get(word, OOV_ID))
+                # An unknown bigram or n-gram is dropped; "<pad>" and "<unk>" are none.
+                grams = [index.get(g, PAD_ID) for g in word_ngrams(previous, word)]
+                tokens += [i for i in grams if i > OOV_ID]
+                previous = word
         tokens = tokens[:LENGTH]
         ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int64)
     return ids
@@ -334,8 +381,9 @@ def encode(
 
 
 def _text_constants(spec: ArchSpec) -> list[str]:
-    # WORD_PATTERN goes out as a raw string literal: it must hold no quote to end it early.
+    # WORD_PATTERN and the marks go out as string literals: no quote may end them early.
     assert '"' not in WORD_PATTERN and not WORD_PATTERN.endswith("\\")
+    assert not {'"', "\\"} & {*WORD_BEGIN, *WORD_END}
     return [
         "# The vocabulary the embedding was trained with and the tokens per example;",
         "# encode() reads vocab.json (beside this file) and checks it against them.",
@@ -349,6 +397,20 @@ def _text_constants(spec: ArchSpec) -> list[str]:
         f"BYTE_OFFSET = {BYTE_VOCAB_SIZE - 256}",
         f"PAD_ID = {PAD_ID}",
         f"OOV_ID = {OOV_ID}",
+        "# Ngrams: each word, its bigram with the word before, then the character n-grams",
+        "# of WORD_BEGIN + word + WORD_END, NGRAM_MIN to NGRAM_MAX long; vocab.json names",
+        "# the same rule.",
+        f'WORD_BEGIN = "{WORD_BEGIN}"',
+        f'WORD_END = "{WORD_END}"',
+        f"NGRAM_MIN = {NGRAM_MIN}",
+        f"NGRAM_MAX = {NGRAM_MAX}",
+        "NGRAM_RULE = {",
+        '    "word_bigrams": True,',
+        '    "min_n": NGRAM_MIN,',
+        '    "max_n": NGRAM_MAX,',
+        '    "begin": WORD_BEGIN,',
+        '    "end": WORD_END,',
+        "}",
     ]
 
 
@@ -372,44 +434,20 @@ def render_code(
     docstring = docstring.strip()
     _check_docstring(docstring)
     net, m = render_net(spec)
-    d = Dims(m.dims)
-    pieces: list[str] = []
-    if "group" in _convs_norms_acts(spec)[0]:
-        pieces.append(GROUP_NORM)
-    defaults = {"norm": m.norm_code(m.norm), "act": ACTIVATION_CODE[m.act]}
-    args = BLOCK_ARGS.format(**defaults)
-    words = BLOCK_WORDS[m.dims]
-    blocks = [BLOCKS[kind].format(args=args, **words) for kind in BLOCK_CLASS if kind in m.blocks]
-    if any("conv_norm_act(" in piece for piece in [net, *blocks]):
-        pieces.append(d.format(CONV_NORM_ACT, **defaults))
-    pieces += blocks
-    if any("relbias" in p for p in m.positions.values()):
-        pieces.append(RELATIVE_POSITION_INDEX[m.dims])
-    for op in ATTENTION_CLASS:  # a stable order
-        if op in m.positions:
-            if op == "channel":
-                pieces.append(d.format(SQUEEZE_EXCITATION))
-            else:
-                pieces.append(self_attention_class(op, m.positions[op], m.dims))
-    if m.attention_pool:
-        pieces.append(ATTENTION_POOL[m.dims])
-    if spec.global_pool == "attention":
-        pieces.append(ATTENTION_GLOBAL_POOL)
-    pieces += [*([STAGE] if spec.stages else []), net, ENCODE if text else PREPROCESS]
+    pieces = _text_pieces(spec, m, net) if text else _image_pieces(spec, m, net)
     body = "\n\n\n".join(p.strip("\n") for p in pieces)
     stdlib = []
     if text:
         stdlib += ["import functools", "import json"]
     if "math." in body:
         stdlib.append("import math")
+    abc = ", ".join(name for name in ("Callable", "Sequence") if f"{name}[" in body)
     if text:
-        stdlib += [
-            "import re",
-            "from collections.abc import Callable, Sequence",
-            "from pathlib import Path",
-        ]
-    elif "Callable[" in body:
-        stdlib.append("from collections.abc import Callable")
+        stdlib.append("import re")
+    if abc:
+        stdlib.append(f"from collections.abc import {abc}")
+    if text:
+        stdlib.append("from pathlib import Path")
     torch_imports = ["import torch"]
     if "F." in body:
         torch_imports.append("import torch.nn.functional as F")
@@ -426,6 +464,79 @@ def render_code(
         ]
     )
     return "\n".join([f'"""{docstring}', '"""', "", *imports, "", *constants, "", "", body, ""])
+
+
+def _image_pieces(spec: ArchSpec, m: _Model, net: str) -> list[str]:
+    """The helpers and classes an image ``Net`` uses, itself, and ``preprocess``."""
+    pieces: list[str] = []
+    if "group" in _convs_norms_acts(spec)[0]:
+        pieces.append(image.GROUP_NORM)
+    defaults = {"norm": m.norm_code(m.norm), "act": ACTIVATION_CODE[m.act]}
+    args = BLOCK_ARGS.format(**defaults)
+    blocks = [image.BLOCKS[kind].format(args=args) for kind in BLOCK_CLASS if kind in m.blocks]
+    if any("conv_norm_act(" in piece for piece in [net, *blocks]):
+        pieces.append(image.CONV_NORM_ACT.format(**defaults))
+    pieces += blocks
+    if any("relbias" in p for p in m.positions.values()):
+        pieces.append(image.RELATIVE_POSITION_INDEX)
+    for op in ATTENTION_CLASS:  # a stable order
+        if op in m.positions:
+            if op == "channel":
+                pieces.append(image.SQUEEZE_EXCITATION)
+            else:
+                pieces.append(image.self_attention_class(op, m.positions[op]))
+    if m.attention_pool:
+        pieces.append(image.ATTENTION_POOL)
+    if spec.global_pool == "attention":
+        pieces.append(image.ATTENTION_GLOBAL_POOL)
+    return [*pieces, *([image.STAGE] if spec.stages else []), net, PREPROCESS]
+
+
+def _text_pieces(spec: ArchSpec, m: _Model, net: str) -> list[str]:
+    """The helpers and classes a text ``Net`` uses, itself, and ``encode``; the mask
+    helpers first, each only where some code calls it."""
+    norms = set(_convs_norms_acts(spec)[0])
+    pieces: list[str] = []
+    if "batch" in norms:
+        pieces.append(text_code.MASKED_BATCH_NORM)
+    if "group" in norms:
+        pieces.append(text_code.MASKED_GROUP_NORM)
+    defaults = {"norm": m.norm_code(m.norm), "act": ACTIVATION_CODE[m.act]}
+    args = BLOCK_ARGS.format(**defaults)
+    blocks = [text_code.BLOCKS[kind].format(args=args) for kind in BLOCK_CLASS if kind in m.blocks]
+    if any("ConvNormAct(" in piece for piece in [net, *blocks]):
+        kind = "none" if norms == {"none"} else "both" if "none" in norms else "masked"
+        after_conv = text_code.CONV_NORM[kind]
+        pieces.append(text_code.CONV_NORM_ACT.format(**defaults, after_conv=after_conv))
+    pieces += blocks
+    if any("relbias" in p for p in m.positions.values()):
+        pieces.append(text_code.RELATIVE_POSITION_INDEX)
+    for op in ATTENTION_CLASS:  # a stable order
+        if op in m.positions:
+            if op == "channel":
+                pieces.append(text_code.SQUEEZE_EXCITATION)
+            else:
+                pieces.append(text_code.self_attention_class(op, m.positions[op]))
+    downsamples = {stage.downsample for stage in spec.stages}
+    if m.attention_pool:
+        pieces.append(text_code.ATTENTION_POOL)
+    if "max" in downsamples:
+        pieces.append(text_code.MAX_POOL)
+    if "avg" in downsamples:
+        pieces.append(text_code.AVG_POOL)
+    if spec.global_pool == "attention":
+        pieces.append(text_code.ATTENTION_GLOBAL_POOL)
+    pieces += [*([text_code.STAGE] if spec.stages else []), net]
+    helpers = [
+        (name, code)
+        for name, code in (
+            ("halve_mask(", text_code.HALVE_MASK),
+            ("masked_mean(", text_code.MASKED_MEAN),
+            ("masked_avg_pool(", text_code.MASKED_AVG_POOL),
+        )
+        if any(name in piece for piece in pieces)
+    ]
+    return [text_code.TOKEN_MASK, *(code for _, code in helpers), *pieces, ENCODE]
 
 
 def _summary_lines(spec: ArchSpec) -> list[str]:

@@ -1,20 +1,17 @@
-"""The source ``model.py`` may hold for each kind of layer, for 2-D maps and 1-D sequences.
+"""The source an image ``model.py`` may hold for each kind of layer (2-D maps), and what
+text code shares with it.
 
 Registry name → code tables (one entry per op the builder knows), the templates of the
 helpers, blocks, stage and pooling classes, and :func:`self_attention_class`, which writes
-one self-attention class with only the positional encodings the model uses. The templates
-name the dims-dependent pieces as ``{dims}``, ``{ones}`` and ``{axes}`` (see :class:`Dims`).
-Every piece is torch code only, keyed by registry names and formatted from numbers, never
-from stored text. :mod:`nas.export._codegen` puts the pieces a spec needs together with its
-``Net``.
+one self-attention class with only the positional encodings the model uses. A text model's
+layers also take the mask of its real tokens: their 1-D templates are in
+:mod:`nas.export._text_layer_code`, which shares the class names, :func:`wrap` and the
+attention classes' ``__init__`` (:func:`attention_class`) with this module. Every piece is
+torch code only, keyed by registry names and formatted from numbers, never from stored
+text. :mod:`nas.export._codegen` puts the pieces a spec needs together with its ``Net``.
 """
 
 from __future__ import annotations
-
-import inspect
-from dataclasses import dataclass
-
-from nas.model import layers
 
 # Registry name → the code that makes it. tests/export/test_codegen.py checks these cover every
 # registered name, so a new op cannot be added without teaching the exporter about it.
@@ -25,13 +22,13 @@ ACTIVATION_CODE = {
     "sigmoid": "nn.Sigmoid",
     "tanh": "nn.Tanh",
 }
-NORM_CODE = {"batch": "nn.BatchNorm{dims}d", "group": "group_norm", "none": "None"}
+NORM_CODE = {"batch": "nn.BatchNorm2d", "group": "group_norm", "none": "None"}
 DOWNSAMPLE_CODE = {
     "none": None,
-    "max": "nn.MaxPool{dims}d(2, ceil_mode=True)",
-    "avg": "nn.AvgPool{dims}d(2, ceil_mode=True)",
+    "max": "nn.MaxPool2d(2, ceil_mode=True)",
+    "avg": "nn.AvgPool2d(2, ceil_mode=True)",
     "conv": None,  # a strided conv_norm_act, rendered with the stage's width
-    "attention": None,  # AttentionPool2d(width) or AttentionPool1d(width)
+    "attention": None,  # AttentionPool2d(width)
 }
 BLOCK_CLASS = {"plain": "PlainBlock", "residual": "ResidualBlock", "separable": "SeparableBlock"}
 ATTENTION_CLASS = {
@@ -44,31 +41,12 @@ ATTENTION_CLASS = {
 }
 # Global pools without parameters are one line in Net.forward; "attention" is a module.
 GLOBAL_POOL_CODE = {
-    "avg": "x.mean(dim={axes})  # global average pooling",
-    "max": "x.amax(dim={axes})  # global max pooling",
-    "avgmax": "torch.cat([x.mean(dim={axes}), x.amax(dim={axes})], dim=1)  # average + max",
+    "avg": "x.mean(dim=(2, 3))  # global average pooling",
+    "max": "x.amax(dim=(2, 3))  # global max pooling",
+    "avgmax": "torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # average + max",
     "flatten": "x.flatten(1)",
     "attention": "self.global_pool(x)  # attention pooling with a learned query",
 }
-
-
-@dataclass(frozen=True)
-class Dims:
-    """The words that differ between 2-D (image) and 1-D (sequence) code."""
-
-    dims: int
-
-    def fields(self) -> dict[str, str]:
-        """``{dims}``: 1 or 2 (``nn.Conv{dims}d``); ``{ones}``: a per-channel parameter's
-        trailing sizes; ``{axes}``: the positions' axes of a (B, C, …) tensor."""
-        return {
-            "dims": str(self.dims),
-            "ones": ", ".join(["1"] * self.dims),
-            "axes": "(2, 3)" if self.dims == 2 else "2",
-        }
-
-    def format(self, template: str, **more: str) -> str:
-        return template.format(**self.fields(), **more)
 
 
 # --------------------------------------------------------------------------- snippets
@@ -91,7 +69,7 @@ def conv_norm_act(
 ) -> nn.Sequential:
     """Conv (same padding) → norm → activation; a conv bias only without a norm."""
     return nn.Sequential(
-        nn.Conv{dims}d(
+        nn.Conv2d(
             cin, cout, kernel, stride, kernel // 2, groups=groups, bias=norm is None
         ),
         norm(cout) if norm is not None else nn.Identity(),
@@ -132,7 +110,7 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.conv1 = conv_norm_act(cin, cout, kernel, norm=norm, act=act)
         self.conv2 = conv_norm_act(cout, cout, kernel, norm=norm, act=None)
-        self.skip = (  # a {one} projection when the widths differ
+        self.skip = (  # a 1x1 projection when the widths differ
             nn.Identity()
             if cin == cout
             else conv_norm_act(cin, cout, 1, norm=norm, act=None)
@@ -144,7 +122,7 @@ class ResidualBlock(nn.Module):
 ''',
     "separable": '''
 class SeparableBlock(nn.Module):
-    """{separable}"""
+    """Depthwise kxk then pointwise 1x1 conv (MobileNet); a skip when widths match."""
 
     def __init__(
         self,
@@ -159,18 +137,6 @@ class SeparableBlock(nn.Module):
         y = self.pointwise(self.depthwise(x))
         return x + y if self.residual else y
 ''',
-}
-
-# The blocks' words for 2-D maps and 1-D sequences.
-BLOCK_WORDS = {
-    2: {
-        "one": "1x1",
-        "separable": "Depthwise kxk then pointwise 1x1 conv (MobileNet); a skip when widths match.",
-    },
-    1: {
-        "one": "1-wide",
-        "separable": "Depthwise k-wide then pointwise conv (MobileNet); a skip when widths match.",
-    },
 }
 
 STAGE = '''
@@ -192,33 +158,30 @@ class Stage(nn.Module):
         return self.downsample(self.attention(self.blocks(x)))
 '''
 
-RELATIVE_POSITION_INDEX = {
-    2: '''
+RELATIVE_POSITION_INDEX = '''
 def relative_position_index(height: int, width: int) -> torch.Tensor:
     """(N, N) index into a table of the (2H-1)(2W-1) relative offsets of positions."""
     ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     coords = torch.stack([ys.flatten(), xs.flatten()])  # (2, N)
     rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N)
     return (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
-''',
-    1: '''
-def relative_position_index(length: int) -> torch.Tensor:
-    """(L, L) index into a table of the 2L-1 relative offsets of positions."""
-    positions = torch.arange(length)
-    return positions[:, None] - positions[None, :] + length - 1
-''',
-}
+'''
 
-# How each self-attention op turns scores into outputs (q, k, v: (B, heads, N, d)).
+# How each self-attention op turns scores into outputs (q, k, v: (B, heads, N, d)); the
+# scores then have the relative-position bias added where a layer has one (SCORES).
 ATTEND = {
-    "softmax": """        y = F.scaled_dot_product_attention(q, k, v{mask})""",
-    "sigmoid": """        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5{plus_bias}
-        # b = -log N keeps the summed weights O(1) at the start of training.
-        y = torch.sigmoid(scores - math.log(k.shape[-2])) @ v""",
-    "sigmoid_norm": """        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5{plus_bias}
-        # sigmoid(s) / sum(sigmoid(s)), computed stably as softmax(log sigmoid(s)).
-        y = torch.softmax(F.logsigmoid(scores), dim=-1) @ v""",
+    "softmax": ["y = F.scaled_dot_product_attention(q, k, v{mask})"],
+    "sigmoid": [
+        "# b = -log N keeps the summed weights O(1) at the start of training.",
+        "y = torch.sigmoid(scores - math.log(k.shape[-2])) @ v",
+    ],
+    "sigmoid_norm": [
+        "# sigmoid(s) / sum(sigmoid(s)), computed stably as softmax(log sigmoid(s)).",
+        "y = torch.softmax(F.logsigmoid(scores), dim=-1) @ v",
+    ],
 }
+SCORES = "scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5"
+PLUS_BIAS = ["if bias is not None:", "    scores = scores + bias"]
 
 SELF_ATTENTION_DOC = {
     "softmax": "Multi-head softmax self-attention over the {n} positions of a {map}.",
@@ -248,17 +211,16 @@ class SqueezeExcitation(nn.Module):
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
-        self.fc1 = nn.Conv{dims}d(channels, hidden, 1)
-        self.fc2 = nn.Conv{dims}d(hidden, channels, 1)
-        self.gate = nn.Parameter(torch.zeros(1, channels, {ones}))
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim={axes}, keepdim=True)))))
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
         return x + self.gate * (x * s)
 '''
 
-ATTENTION_POOL = {
-    2: '''
+ATTENTION_POOL = '''
 class AttentionPool2d(nn.Module):
     """2x2 downsampling by a softmax-weighted average of each window.
 
@@ -283,34 +245,22 @@ class AttentionPool2d(nn.Module):
         logits = logits.reshape(b, c, h2, 2, w2, 2).permute(0, 1, 2, 4, 3, 5)
         weights = logits.reshape(b, c, h2, w2, 4).softmax(dim=-1)
         return (x * weights).sum(dim=-1)
-''',
-    1: '''
-class AttentionPool1d(nn.Module):
-    """Downsampling by 2: a softmax-weighted average of each pair of positions.
+'''
 
-    An odd length rounds up, as ceil_mode pooling does: the missing position gets zero
-    weight.
-    """
+ATTENTION_GLOBAL_POOL = '''
+class AttentionGlobalPool(nn.Module):
+    """Global pooling by a learned query: softmax weights over the N positions."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.score = nn.Conv1d(channels, channels, 1)
+        self.query = nn.Parameter(torch.zeros(channels))
+        self.key = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, n = x.shape
-        logits = self.score(x)
-        if n % 2:
-            x = F.pad(x, (0, 1))
-            logits = F.pad(logits, (0, 1), value=float("-inf"))
-        half = (n + n % 2) // 2
-        # (B, C, L) → (B, C, L/2, 2): the two positions of each window last
-        weights = logits.reshape(b, c, half, 2).softmax(dim=-1)
-        return (x.reshape(b, c, half, 2) * weights).sum(dim=-1)
-''',
-}
-
-# Written once: the layer's own source (torch only, already dimension-agnostic).
-ATTENTION_GLOBAL_POOL = inspect.getsource(layers.AttentionGlobalPool)
+        tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        scores = self.key(tokens) @ self.query * tokens.shape[-1] ** -0.5  # (B, N)
+        return (scores.softmax(dim=1).unsqueeze(-1) * tokens).sum(dim=1)
+'''
 
 
 LINE = 88  # ruff's default line length: the file is clean under anyone's config
@@ -328,10 +278,15 @@ def indented(lines: list[str], spaces: int) -> str:
     return "\n".join(" " * spaces + line if line else "" for line in lines)
 
 
-def self_attention_class(op: str, positions: set[str], dims: int = 2) -> str:
-    """The source of one self-attention class over a 2-D map or (``dims=1``) a sequence,
-    with only the ``positions`` it needs."""
-    normalization = op if op in ATTEND else "softmax"
+GATE_NOTE = "The result joins the input through a per-channel gate that starts at zero."
+
+
+def attention_class(
+    op: str, positions: set[str], dims: int, forward: list[str], note: str = GATE_NOTE
+) -> str:
+    """The source of one self-attention class over a 2-D map or (``dims=1``) a sequence:
+    its docstring (``note`` its second paragraph), ``__init__`` with only the
+    ``positions`` it needs, ``_split_heads``, and ``forward`` (lines of the method)."""
     has_position = bool(positions - {"none"})
     sizes = "height, width" if dims == 2 else "length"  # the map's size, as arguments
     args = ["self", "channels: int", "heads: int", "head_dim: int"]
@@ -339,7 +294,7 @@ def self_attention_class(op: str, positions: set[str], dims: int = 2) -> str:
     if has_position:
         args += [f"{name}: int" for name in sizes.split(", ")] + ['position: str = "none"']
     conv_args = "kernel, padding=kernel // 2" if op == "manet_conv" else "1"
-    ones = Dims(dims).fields()["ones"]
+    ones = ", ".join(["1"] * dims)
     init = [
         "super().__init__()",
         "inner = heads * head_dim",
@@ -380,50 +335,17 @@ def self_attention_class(op: str, positions: set[str], dims: int = 2) -> str:
         init.append(f'{"if" if i == 0 else "elif"} position == "{kind}":')
         init += ["    " + line for line in body]
 
-    forward = ["b, _, h, w = x.shape" if dims == 2 else "b, _, n = x.shape"]
-    q_in = k_in = v_in = "x"
-    if "learned" in positions:
-        forward.append('xq = x + self.pos if self.position == "learned" else x')
-        q_in = k_in = "xq"
-    if op == "manet_pool":
-        shrink = "NxN/s² scores" if dims == 2 else "NxN/s scores"
-        forward += [
-            f"# Keys and values from the pooled {'map' if dims == 2 else 'sequence'}: "
-            f"{shrink} instead of NxN.",
-            f"xk = F.avg_pool{dims}d({k_in}, self.pool_stride, ceil_mode=True)",
-            f"xv = F.avg_pool{dims}d(x, self.pool_stride, ceil_mode=True)",
-        ]
-        k_in, v_in = "xk", "xv"
-    forward += [
-        f"q = self._split_heads(self.q({q_in}))  # (B, heads, N, d)",
-        f"k = self._split_heads(self.k({k_in}))",
-        f"v = self._split_heads(self.v({v_in}))",
-    ]
-    mask = plus_bias = ""
-    if "relbias" in positions:
-        forward += [
-            "bias = None",
-            'if self.position == "relbias":',
-            *(["    n = h * w"] if dims == 2 else []),
-            "    bias = self.rel_table[:, self.rel_index.reshape(-1)]",
-            "    bias = bias.reshape(self.heads, n, n).to(q.dtype)",
-        ]
-        mask = ", attn_mask=bias"
-        plus_bias = "\n        if bias is not None:\n            scores = scores + bias"
-    attend = ATTEND[normalization].format(mask=mask, plus_bias=plus_bias)
-    unsplit = "reshape(b, -1, h, w)" if dims == 2 else "reshape(b, -1, n)"
-    tail = [f"y = y.transpose(-2, -1).{unsplit}", "return x + self.gate * self.out(y)"]
     split = (
         [
-            "        # (B, heads·d, H, W) → (B, heads, H·W, d)",
-            "        b, _, h, w = t.shape",
-            "        return t.reshape(b, self.heads, -1, h * w).transpose(-2, -1)",
+            "# (B, heads·d, H, W) → (B, heads, H·W, d)",
+            "b, _, h, w = t.shape",
+            "return t.reshape(b, self.heads, -1, h * w).transpose(-2, -1)",
         ]
         if dims == 2
         else [
-            "        # (B, heads·d, L) → (B, heads, L, d)",
-            "        b, _, n = t.shape",
-            "        return t.reshape(b, self.heads, -1, n).transpose(-2, -1)",
+            "# (B, heads·d, L) → (B, heads, L, d)",
+            "b, _, n = t.shape",
+            "return t.reshape(b, self.heads, -1, n).transpose(-2, -1)",
         ]
     )
     doc = SELF_ATTENTION_DOC[op].format(**DOC_WORDS[dims], shrunk=SHRUNK[dims])
@@ -433,7 +355,7 @@ def self_attention_class(op: str, positions: set[str], dims: int = 2) -> str:
             f"class {ATTENTION_CLASS[op]}(nn.Module):",
             f'    """{doc}',
             "",
-            "    The result joins the input through a per-channel gate that starts at zero.",
+            f"    {note}",
             '    """',
             "",
             (buffer if "relbias" in positions else "")
@@ -441,11 +363,60 @@ def self_attention_class(op: str, positions: set[str], dims: int = 2) -> str:
             indented(init, 8),
             "",
             "    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:",
-            *split,
+            indented(split, 8),
             "",
-            "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
-            indented(forward, 8),
-            attend,
-            indented(tail, 8),
+            indented(forward, 4),
         ]
+    )
+
+
+def relbias_lines(dims: int) -> list[str]:
+    """``bias``: the relative-position bias of a layer that has one, else None; 1-D code
+    has the length as ``n`` already."""
+    return [
+        "bias = None",
+        'if self.position == "relbias":',
+        *(["    n = h * w"] if dims == 2 else []),
+        "    bias = self.rel_table[:, self.rel_index.reshape(-1)]",
+        "    bias = bias.reshape(self.heads, n, n).to(q.dtype)",
+    ]
+
+
+def self_attention_class(op: str, positions: set[str]) -> str:
+    """The source of one self-attention class over a 2-D map, with only the
+    ``positions`` it needs."""
+    normalization = op if op in ATTEND else "softmax"
+    forward = ["b, _, h, w = x.shape"]
+    q_in = k_in = v_in = "x"
+    if "learned" in positions:
+        forward.append('xq = x + self.pos if self.position == "learned" else x')
+        q_in = k_in = "xq"
+    if op == "manet_pool":
+        forward += [
+            "# Keys and values from the pooled map: NxN/s² scores instead of NxN.",
+            f"xk = F.avg_pool2d({k_in}, self.pool_stride, ceil_mode=True)",
+            "xv = F.avg_pool2d(x, self.pool_stride, ceil_mode=True)",
+        ]
+        k_in, v_in = "xk", "xv"
+    forward += [
+        f"q = self._split_heads(self.q({q_in}))  # (B, heads, N, d)",
+        f"k = self._split_heads(self.k({k_in}))",
+        f"v = self._split_heads(self.v({v_in}))",
+    ]
+    relbias = "relbias" in positions
+    if relbias:
+        forward += relbias_lines(2)
+    if normalization != "softmax":
+        forward += [SCORES, *(PLUS_BIAS if relbias else [])]
+    mask = ", attn_mask=bias" if relbias else ""
+    forward += [line.format(mask=mask) for line in ATTEND[normalization]]
+    forward += [
+        "y = y.transpose(-2, -1).reshape(b, -1, h, w)",
+        "return x + self.gate * self.out(y)",
+    ]
+    return attention_class(
+        op,
+        positions,
+        2,
+        ["def forward(self, x: torch.Tensor) -> torch.Tensor:", *("    " + f for f in forward)],
     )

@@ -1,8 +1,9 @@
 """What the export reads back from the study, checked: a database anyone may have edited.
 
 The spec goes through ``ArchSpec`` validation only (never evaluated), against the attention
-budget the study recorded; seeds, dataset names, columns and the pixels' mean and std must
-be values of the right kind and range, else an :class:`ExportError` names the bad one.
+budget the study recorded; seeds, dataset names, columns, the tokenizer and the pixels' mean
+and std must be values of the right kind and range, else an :class:`ExportError` names the
+bad one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas.data import is_text_name
+from nas.data import TOKENIZERS, Tokenizer, is_text_name
 from nas.export._error import ExportError
 from nas.model import ArchSpec, ArchSpecError, check_budget_mb
 from nas.stored import number, shown
@@ -61,11 +62,23 @@ def stored_dataset(study: optuna.Study) -> str | None:
 _COLUMNS = {"text_column": "text", "label_column": "label"}
 
 
+def stored_tokenizer(study: optuna.Study) -> Tokenizer:
+    """The tokenizer a text study searched with: one of the names, compared as a string
+    (never imported or evaluated); a study made before it was recorded used ``words``."""
+    raw = study.user_attrs.get("tokenizer", "words")
+    for name in TOKENIZERS:
+        if isinstance(raw, str) and raw == name:
+            return name
+    raise ExportError(
+        f"study attr tokenizer must be one of {', '.join(TOKENIZERS)}, got {shown(raw)}"
+    )
+
+
 def data_options(study: optuna.Study) -> dict[str, Any]:
     """How the search loaded its dataset, as keyword arguments of ``load_data``/``task_for``.
 
-    Text: the seed and columns it recorded (a text task's vocabulary depends on them).
-    Images: none (their task does not depend on the seed).
+    Text: the seed, columns and tokenizer it recorded (a text task's vocabulary depends on
+    them). Images: none (their task does not depend on the seed).
     """
     attrs = study.user_attrs
     if not is_text_name(stored_dataset(study) or ""):
@@ -75,7 +88,7 @@ def data_options(study: optuna.Study) -> dict[str, Any]:
     for key, column in columns.items():
         if not isinstance(column, str):
             raise ExportError(f"study attr {key} must be a string, got {shown(column)}")
-    return {"seed": seed, **columns}
+    return {"seed": seed, **columns, "tokenizer": stored_tokenizer(study)}
 
 
 def checked_normalisation(

@@ -13,9 +13,10 @@ here, and writes them to the README beside ``model.safetensors`` and ``model.onn
 (checked with onnxruntime against PyTorch).
 
 A text network also gets ``vocab.json``, which its ``model.py``'s ``encode`` reads: the
-vocabulary is rebuilt from the dataset with the seed and columns the search recorded
-(study user attrs ``seed``, ``text_column``, ``label_column``), and must give exactly the
-embedding size and sequence length of the stored spec.
+vocabulary is rebuilt from the dataset with the seed, columns and tokenizer the search
+recorded (study user attrs ``seed``, ``text_column``, ``label_column``, ``tokenizer``: one
+of the tokenizers' names, ``words`` where a study records none), and must give exactly
+the embedding size and sequence length of the stored spec.
 
 Everything read back from the study is data from a database anyone may have edited:
 

@@ -196,6 +196,7 @@ class ConvNormAct(nn.Sequential):
             NORMS[norm](cout, dims),
             ACTIVATIONS[activation]() if activation else nn.Identity(),
         )
+        self.stride = stride
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         conv, norm, act = self
@@ -203,8 +204,7 @@ class ConvNormAct(nn.Sequential):
             return act(norm(conv(x)))
         x = conv(x * mask)
         if isinstance(norm, MASKED_NORMS):  # statistics over the output's real positions
-            stride = conv.stride[0]
-            x = norm(x, mask if stride == 1 else halve_mask(mask, stride))
+            x = norm(x, mask if self.stride == 1 else halve_mask(mask, self.stride))
         else:
             x = norm(x)
         return act(x)

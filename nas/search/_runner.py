@@ -82,6 +82,7 @@ def build_study(s: Settings, n_warmup_steps: int = 0, *, worker: bool = True) ->
             seed=s.seed if text else None,
             text_column=s.text_column if text else None,
             label_column=s.label_column if text else None,
+            tokenizer=s.tokenizer if text else None,
             settings=comparable_settings(s),
             allow_changed_settings=s.allow_changed_settings,
         )
@@ -122,6 +123,7 @@ def run_worker(
         data_dir=s.data_dir,
         text_column=s.text_column,
         label_column=s.label_column,
+        tokenizer=s.tokenizer if is_text_name(s.dataset) else None,
     )
     train_config = trial_train_config(
         data.task.kind, len(data.train.y), s.epochs, s.min_train_steps

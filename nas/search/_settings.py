@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from nas.data import Tokenizer
 from nas.model import Task, TaskKind, attention_budget_bytes
 from nas.search._objective import MIN_STEPS_JUDGED, Limits
 from nas.train import TrainConfig
@@ -79,6 +80,7 @@ class Settings:
     threads: int = 0
     text_column: str = "text"
     label_column: str = "label"
+    tokenizer: Tokenizer = "words"  # text datasets only (nas.data._vocab)
     trial_timeout: float | None = None  # None: derived from the study (trial_time_limit)
     max_train_seconds: float | None = None  # None: derived from the study (cost_limit)
     min_train_steps: int = 0  # with the default epochs: MIN_TRAIN_STEPS (trial_train_config)

@@ -80,6 +80,10 @@ SEARCH_STORAGES = (
 )
 
 
+# What a study made before a key was recorded used: its trials were searched so.
+ABSENT_MEANS: dict[str, Any] = {"tokenizer": "words"}
+
+
 class StudyError(NasError):
     """A storage, study name or option that cannot work, with the value."""
 
@@ -264,6 +268,7 @@ def open_study(
     seed: int | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    tokenizer: str | None = None,
     settings: Mapping[str, Any] | None = None,
     allow_changed_settings: bool = False,
 ) -> optuna.Study:
@@ -273,9 +278,11 @@ def open_study(
     export replays a trial's params through ``space``; ``--weights`` retrains on
     ``dataset``), and a study mixing spaces or datasets could not be compared or replayed.
 
-    ``seed``, ``text_column`` and ``label_column`` (given for text datasets) are stored and
-    checked the same way: a text model's vocabulary comes from the training split the
-    seed carves from those columns, and the export rebuilds ``vocab.json`` from them.
+    ``seed``, ``text_column``, ``label_column`` and ``tokenizer`` (given for text datasets)
+    are stored and checked the same way: a text model's vocabulary comes from the training
+    split the seed carves from those columns, tokenised so, and the export rebuilds
+    ``vocab.json`` from them. A study made before the tokenizer was recorded tokenised
+    ``words`` (:data:`ABSENT_MEANS`).
 
     ``settings`` (what makes trials comparable:
     :func:`nas.search._settings.comparable_settings`) are
@@ -298,20 +305,23 @@ def open_study(
         "seed": seed,
         "text_column": text_column,
         "label_column": label_column,
+        "tokenizer": tokenizer,
     }
+    made_before = "objectives" in study.user_attrs  # a new study has no attr yet
     for key, value in given.items():
         if value is None:
             continue
-        stored = study.user_attrs.get(key)
+        recorded = study.user_attrs.get(key)
+        stored = ABSENT_MEANS.get(key) if recorded is None and made_before else recorded
         if isinstance(stored, list):  # objectives were stored as a list
             stored = ",".join(stored)
-        if stored is None:
-            study.set_user_attr(key, value)
-        elif stored != value:
+        if stored is not None and stored != value:
             raise StudyError(
                 f"study {study_name!r} was created with --{key.replace('_', '-')} {stored}, "
                 f"got {value}; use another --study-name"
             )
+        if recorded is None:
+            study.set_user_attr(key, value)
     if study.metric_names is None:  # the dashboard and the optuna CLI name the values
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

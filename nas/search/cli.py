@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from nas import command
-from nas.data import DATASETS, task_for
+from nas.data import DATASETS, TOKENIZERS, Tokenizer, is_text_name, task_for
 from nas.search._objective import PROMOTION_FACTOR, Limits
 from nas.search._progress import Progress
 from nas.search._pruning import make_pruner
@@ -99,6 +99,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--label-column",
         default="label",
         help="text datasets: column/key of the label (csv, jsonl)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        help=f"text datasets: {' | '.join(TOKENIZERS)} (default words: lower-cased words and "
+        "punctuation; bytes: UTF-8 bytes; ngrams: fastText's words, word bigrams and "
+        "character 3-5-grams); recorded with the study",
     )
     p.add_argument(
         "--epochs",
@@ -319,14 +325,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise StudyError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if args.study_name is not None and not args.study_name.strip():
         raise StudyError(f"--study-name must not be empty, got {args.study_name!r}")
+    tokenizer = _tokenizer(args.tokenizer)
     module = load_space(args.space) if args.space else None  # a typo fails before any reading
+    text = is_text_name(args.dataset)
     task = task_for(
         args.dataset,
         data_dir=args.data_dir,
         seed=args.seed,  # a text task's vocabulary comes from the seed's training split
         text_column=args.text_column,
         label_column=args.label_column,
+        tokenizer=tokenizer if text else None,
     )
+    if args.tokenizer is not None and not text:  # after task_for: an unknown name first
+        raise StudyError(
+            f"--tokenizer applies to text datasets only; {args.dataset!r} is an image "
+            f"dataset, got --tokenizer {args.tokenizer}"
+        )
     space = args.space or default_space(task)
     check_task(module or load_space(space), task, space)
     if args.enqueue_baselines and task.kind != "image":
@@ -375,6 +389,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         threads=threads,
         text_column=args.text_column,
         label_column=args.label_column,
+        tokenizer=tokenizer,
         trial_timeout=args.trial_timeout,
         max_train_seconds=args.max_train_seconds,
         lr_factor=args.lr_factor,
@@ -382,6 +397,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
         min_train_steps=MIN_TRAIN_STEPS if args.epochs is None else 0,
         allow_changed_settings=args.allow_changed_settings,
     )
+
+
+def _tokenizer(given: str | None) -> Tokenizer:
+    """``--tokenizer`` checked against TOKENIZERS (default ``words``). Not argparse's
+    choices: a bad value is one line, as every other value the search refuses."""
+    if given is None:
+        return "words"
+    for name in TOKENIZERS:
+        if given == name:
+            return name
+    raise StudyError(f"unknown --tokenizer {given!r}; choose one of {', '.join(TOKENIZERS)}")
 
 
 def _device(name: str, flag: str) -> str:

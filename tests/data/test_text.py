@@ -390,6 +390,116 @@ def test_bytes_tokenizer(tmp_path: Path) -> None:
     assert data.train.x[0, : len(first)].tolist() == [b + 2 for b in first]
 
 
+def ngram_tokens(text: str) -> list[str]:
+    return [token for token, _ in nv.ngram_stream(text)]
+
+
+def test_ngrams_stream_of_code_digits_and_non_ascii() -> None:
+    # Words as ``words`` splits them, each followed by its bigram and the 3-5-grams of
+    # "<word>", by start then length.
+    assert ngram_tokens("os.path") == [
+        "os", "<os", "<os>", "os>",
+        ".", "os .", "<.>",
+        "path", ". path", "<pa", "<pat", "<path", "pat", "path", "path>", "ath", "ath>", "th>",
+    ]  # fmt: skip
+    stream = nv.ngram_stream("os.path.join snake_case_name CamelCase 42 naïve café 日本語 a")
+    words = [token for token, is_word in stream if is_word]
+    assert words == tokenize("os.path.join snake_case_name CamelCase 42 naïve café 日本語 a")
+    assert words == [
+        "os", ".", "path", ".", "join", "snake_case_name", "camelcase", "42", "naïve", "café",
+        "日本語", "a",
+    ]  # fmt: skip
+    extras: dict[str, list[str]] = {}
+    word = ""
+    for token, is_word in stream:
+        if is_word:
+            word = token
+        else:
+            extras.setdefault(word, []).append(token)
+    assert extras["join"][:1] == [". join"] and "path ." in extras["."]
+    assert extras["snake_case_name"][:4] == ["join snake_case_name", "<sn", "<sna", "<snak"]
+    assert "case_" in extras["snake_case_name"] and "name>" in extras["snake_case_name"]
+    assert extras["camelcase"][1:4] == ["<ca", "<cam", "<came"]  # lower-cased
+    assert extras["42"] == ["camelcase 42", "<42", "<42>", "42>"]
+    assert extras["café"] == [
+        "naïve café", "<ca", "<caf", "<café", "caf", "café", "café>", "afé", "afé>", "fé>",
+    ]  # fmt: skip
+    assert extras["日本語"] == [
+        "café 日本語", "<日本", "<日本語", "<日本語>", "日本語", "日本語>", "本語>",
+    ]  # fmt: skip
+    assert extras["a"] == ["日本語 a", "<a>"]  # "<a>" is 3 characters: one n-gram
+    # No bigram before the first word; a word under one character has no n-gram at all.
+    assert nv.word_extras(None, "x") == ["<x>"] and nv.word_extras("p", "q")[0] == "p q"
+    assert ngram_tokens("") == [] and ngram_tokens(" \t\n") == []
+    # The n-grams "<pad>" and "<unk>" would be the special tokens: they are left out.
+    assert "<pad>" not in ngram_tokens("pad unk") and "<unk>" not in ngram_tokens("unk")
+    assert "pad" in ngram_tokens("pad") and "<pad" in ngram_tokens("pad")
+
+
+def test_ngrams_vocabulary_min_freq_max_vocab_and_dropped_oov() -> None:
+    texts = [
+        "os.path.join(a, b)",
+        "os.path.exists(path)",
+        "import os.path",
+        "CamelCase snake_case",
+        "snake_case naïve café",
+        "pad unk pad",
+    ]
+    counts = Counter(tok for t in texts for tok in ngram_tokens(t))
+    expected = sorted((t for t, n in counts.items() if n >= 2), key=lambda t: (-counts[t], t))
+    vocab = build_vocabulary(texts, tokenizer="ngrams", min_freq=2, length=64)
+    assert vocab.tokenizer == "ngrams" and vocab.tokens[:2] == (nv.PAD_TOKEN, nv.OOV_TOKEN)
+    assert list(vocab.tokens[2:]) == expected and vocab.size == len(expected) + 2
+    assert ". path" in vocab and "<snak" in vocab and "import" not in vocab  # import: once
+    assert "<pad>" not in vocab.tokens[2:] and "pad" in vocab
+    small = build_vocabulary(texts, tokenizer="ngrams", min_freq=2, max_vocab=7, length=64)
+    assert small.tokens[2:] == vocab.tokens[2:7]  # the most frequent, ties by the token
+    # An unknown word is OOV; its unknown bigrams and n-grams are dropped, known ones kept.
+    index = {t: i for i, t in enumerate(vocab.tokens)}
+    assert not {"zebra", *nv.word_extras("snake_case", "zebra")} & set(index)  # never seen
+    known = [index[t] for t in nv.word_extras(None, "snake_case") if t in index]
+    assert len(known) > 3 and vocab.ids("snake_case zebra") == [
+        index["snake_case"],
+        *known,
+        nv.OOV_ID,
+    ]
+    cased = vocab.ids("casebook")  # an unknown word, but "<cas" and "case" are known
+    assert cased[0] == nv.OOV_ID and len(cased) > 1 and nv.OOV_ID not in cased[1:]
+    assert [vocab.tokens[i] for i in cased[1:]] == [
+        t for t in nv.word_extras(None, "casebook") if t in index
+    ]
+    # Pads only at the end: no n-gram ever encodes as id 0.
+    row = vocab.encode("pad unk pad")[0].tolist()
+    n = len(vocab.ids("pad unk pad"))
+    assert 0 not in row[:n] and row[n:] == [0] * (64 - n)
+
+
+def test_ngrams_tokenizer_loads_with_its_length_and_default_max_vocab(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "n.csv", make_rows(15))
+    data = load_data(f"csv:{path}", tokenizer="ngrams", seed=1)
+    assert data.vocab is not None and data.texts is not None
+    assert data.vocab.tokenizer == "ngrams" and data.task.vocab_size == data.vocab.size
+    counts = Counter(tok for t in data.texts.train for tok in ngram_tokens(t))
+    kept = sum(n >= nt.DEFAULT_MIN_FREQ for n in counts.values())
+    assert kept + 2 <= nt.DEFAULT_MAX_VOCAB_NGRAMS and data.vocab.size == kept + 2
+    # The length counts encoded tokens (unknown n-grams dropped), 95th percentile.
+    lengths = [len(data.vocab.ids(t)) for t in data.texts.train]
+    assert data.task.length == int(np.percentile(lengths, 95, method="higher")) > 8
+    for texts, split in zip(
+        (data.texts.train, data.texts.val, data.texts.test),
+        (data.train, data.val, data.test),
+        strict=True,
+    ):
+        assert torch.equal(data.vocab.encode(list(texts)), split.x)
+    capped = load_data(f"csv:{path}", tokenizer="ngrams", max_vocab=40, seed=1)
+    assert capped.task.vocab_size == 40 and capped.vocab is not None
+    assert capped.vocab.tokens[2:] == data.vocab.tokens[2:40]
+    # Words keep their own default and corpus: the tokenizers do not share a cache entry.
+    words = load_data(f"csv:{path}", seed=1)
+    assert words.vocab is not None and words.vocab.tokenizer == "words"
+    assert words.task.length < data.task.length
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -503,6 +613,19 @@ def test_vocabulary_json_round_trip(tmp_path: Path) -> None:
     assert blob["pattern"] == nv.WORD_PATTERN and blob["tokens"][2:] == list(vocab.tokens[2:])
     raw = nv.Vocabulary("bytes", (), 16)
     assert nv.Vocabulary.from_json(raw.to_json()) == raw and len(raw) == 258
+    assert "ngrams" not in blob  # a words file is what version 1 always wrote
+    grams = build_vocabulary(
+        ["os.path.join", "os.path", "naïve café"], tokenizer="ngrams", min_freq=1, length=40
+    )
+    grams.save(tmp_path / "grams.json")
+    loaded = nv.Vocabulary.load(tmp_path / "grams.json")
+    assert loaded == grams and loaded.tokenizer == "ngrams" and ". path" in loaded
+    texts = ["OS.Path.join(café)", "", "zebra"]
+    assert torch.equal(loaded.encode(texts), grams.encode(texts))
+    blob = json.loads((tmp_path / "grams.json").read_text(encoding="utf-8"))
+    assert (blob["version"], blob["pattern"], blob["lowercase"]) == (1, nv.WORD_PATTERN, True)
+    rule = {"word_bigrams": True, "min_n": 3, "max_n": 5, "begin": "<", "end": ">"}
+    assert blob["ngrams"] == rule
 
 
 @pytest.mark.parametrize(
@@ -516,11 +639,33 @@ def test_vocabulary_json_round_trip(tmp_path: Path) -> None:
         ({"length": 0}, "length must be a positive integer"),
         ({"size": 99}, "'size' is 99"),
         ({"tokenizer": "chars"}, "tokenizer must be"),
+        ({"tokenizer": "ngrams"}, "n-gram rule None"),  # a words file called ngrams
     ],
 )
 def test_vocabulary_rejects_bad_files(change: dict[str, object], expect: str) -> None:
     blob = build_vocabulary(["a b", "b a"], min_freq=1).to_dict()
     blob.update(change)
+    with pytest.raises(DataError, match=expect):
+        nv.Vocabulary.from_dict(blob)
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        ({"ngrams": {**nv.NGRAM_RULE, "max_n": 6}}, "n-gram rule"),
+        ({"ngrams": {**nv.NGRAM_RULE, "word_bigrams": False}}, "n-gram rule"),
+        ({"pattern": r"\S+"}, "pattern"),
+        ({"tokenizer": "words"}, None),  # read as words: the same tokens, other ids
+    ],
+)
+def test_ngrams_vocabulary_rejects_another_rule(change: dict[str, object], expect: str) -> None:
+    blob = build_vocabulary(["ab cd", "cd ab"], tokenizer="ngrams", min_freq=1).to_dict()
+    blob.update(change)
+    if expect is None:
+        assert nv.Vocabulary.from_dict(blob).ids("ab cd") != nv.Vocabulary.from_dict(
+            {**blob, "tokenizer": "ngrams"}
+        ).ids("ab cd")
+        return
     with pytest.raises(DataError, match=expect):
         nv.Vocabulary.from_dict(blob)
 
@@ -620,6 +765,41 @@ def test_search_passes_the_columns_on(tmp_path: Path) -> None:
     assert (settings.text_column, settings.label_column) == ("body", "topic")
     with pytest.raises(DataError, match="no column 'text'"):
         settings_from(parse_args(["--dataset", f"csv:{path}"]))
+
+
+def test_search_records_the_tokenizer_and_a_resume_must_give_the_same(tmp_path: Path) -> None:
+    import sqlite3
+
+    from nas.search import StudyError, build_study
+    from nas.search.cli import parse_args, settings_from
+
+    path = write_csv(tmp_path / "t.csv", make_rows(10))
+    ngrams_task = task_for(f"csv:{path}", tokenizer="ngrams")
+    common = ["--dataset", f"csv:{path}", "--storage", f"sqlite:///{tmp_path}/t.db"]
+    first = [*common, "--study-name", "n", "--tokenizer", "ngrams"]
+    settings = settings_from(parse_args(first))
+    assert settings.tokenizer == "ngrams"
+    study = build_study(settings, worker=False)
+    assert study.user_attrs["tokenizer"] == "ngrams"
+    assert ngrams_task.vocab_size > task_for(f"csv:{path}").vocab_size  # not the words task
+    with pytest.raises(StudyError, match="created with --tokenizer ngrams, got words"):
+        build_study(settings_from(parse_args([*common, "--study-name", "n"])), worker=False)
+    # The default is words, recorded as such.
+    words = build_study(settings_from(parse_args([*common, "--study-name", "w"])), worker=False)
+    assert settings_from(parse_args(common)).tokenizer == "words"
+    assert words.user_attrs["tokenizer"] == "words"
+    # A study made before the tokenizer was recorded tokenised words: resuming it with
+    # another one is refused, with words it is recorded.
+    db = sqlite3.connect(tmp_path / "t.db")
+    with db:
+        db.execute("DELETE FROM study_user_attributes WHERE key = 'tokenizer'")
+    db.close()
+    old = [*common, "--study-name", "w"]
+    with pytest.raises(StudyError, match="created with --tokenizer words, got ngrams"):
+        build_study(settings_from(parse_args([*old, "--tokenizer", "ngrams"])), worker=False)
+    assert build_study(settings_from(parse_args(old)), worker=False).user_attrs["tokenizer"] == (
+        "words"
+    )
 
 
 def test_search_on_a_text_dataset_uses_manet_text_and_records_the_vocabulary_inputs(

@@ -1,13 +1,16 @@
-"""Generated model.py equals the built model: every op, every space, images and text, without
-nas importable; the generated encode() tokenises like nas.data.Vocabulary."""
+"""Generated model.py equals the built model: every op, every space, images and text (padded
+texts too), without nas importable; padding never changes an exported text model's logits;
+the generated encode() tokenises like nas.data.Vocabulary."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import optuna
 import pytest
@@ -16,6 +19,7 @@ import torch
 from nas.data import Vocabulary
 from nas.export import _codegen as codegen
 from nas.export import _layer_code as layer_code
+from nas.export import _text_layer_code as text_layer_code
 from nas.model import (
     STEM_KINDS,
     ArchSpec,
@@ -260,11 +264,35 @@ EXTRA_TEXT = (
 
 def test_tables_cover_every_registered_name() -> None:
     assert set(layer_code.ACTIVATION_CODE) == set(layers.ACTIVATIONS)
-    assert set(layer_code.NORM_CODE) == set(layers.NORMS)
     assert set(layer_code.BLOCK_CLASS) == set(layers.BLOCKS)
     assert set(layer_code.ATTENTION_CLASS) == set(layers.ATTENTIONS)
-    assert set(layer_code.DOWNSAMPLE_CODE) == set(layers.DOWNSAMPLES)
-    assert set(layer_code.GLOBAL_POOL_CODE) == set(layers.GLOBAL_POOLS)
+    for code in (layer_code, text_layer_code):  # images, and text with its mask
+        assert set(code.NORM_CODE) == set(layers.NORMS)
+        assert set(code.DOWNSAMPLE_CODE) == set(layers.DOWNSAMPLES)
+        assert set(code.GLOBAL_POOL_CODE) == set(layers.GLOBAL_POOLS)
+    assert set(text_layer_code.BLOCKS) == set(layers.BLOCKS)
+
+
+def perturb(model: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter and BN statistic moved, so zero-initialised gates and unit running
+    stats cannot hide a wiring mistake behind an identity."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.add_(torch.rand_like(tensor) * 0.1)
+    return model
+
+
+def padded_texts(inputs: InputSpec) -> torch.Tensor:
+    """Token ids as encode() pads them: a full text, two ending in pads (one of a single
+    token), an empty one; then random ids, with a pad anywhere."""
+    length = inputs.width
+    ids = torch.randint(
+        1, inputs.vocab_size, (4, length), generator=torch.Generator().manual_seed(0)
+    )
+    for row, n in enumerate((length, length // 2 + 1, 1, 0)):
+        ids[row, n:] = 0
+    return torch.cat([ids, make_input(inputs, 2)])
 
 
 def test_exported_code_equals_built_model_for_every_op(tmp_path: Path) -> None:
@@ -277,14 +305,9 @@ def test_exported_code_equals_built_model_for_every_op(tmp_path: Path) -> None:
     ]
     for name, spec in all_specs:
         covered[spec.input.kind] |= ops_of(spec)
-        model = build_model(spec, seed=1).eval()
-        # Perturb every parameter and BN statistic, so zero-initialised gates and unit
-        # running stats cannot hide a wiring mistake behind an identity.
-        with torch.no_grad():
-            for tensor in [*model.parameters(), *model.buffers()]:
-                if tensor.is_floating_point():
-                    tensor.add_(torch.rand_like(tensor) * 0.1)
-        x = make_input(spec.input, 2)  # float images or int64 token ids
+        model = perturb(build_model(spec, seed=1).eval())
+        # float images, or int64 token ids: padded texts, an empty one among them
+        x = padded_texts(spec.input) if spec.input.is_text else make_input(spec.input, 2)
         with torch.inference_mode():
             expected = model(x)
         code = tmp_path / f"{name}.py"
@@ -390,14 +413,140 @@ def test_fast_end_code_has_no_conv_helpers_it_does_not_use() -> None:
 def test_text_code_is_1d_with_an_embedding_and_encode() -> None:
     code = codegen.render_code(EXTRA_TEXT[1], docstring="x")
     assert "nn.Embedding(VOCAB_SIZE, 8, padding_idx=0)" in code and "VOCAB_SIZE = 258" in code
-    assert "nn.Conv1d" in code and "nn.BatchNorm1d" in code and "nn.MaxPool1d" in code
+    assert "nn.Conv1d" in code and "MaskedBatchNorm1d(nn.BatchNorm1d)" in code
+    assert "MaskedMaxPool1d()" in code and "MaskedGroupNorm" not in code
     assert "2d" not in code and "preprocess" not in code and "MEAN" not in code
+    # The mask of the real tokens, from the ids, halved after the stage that downsamples
+    forward = code.split("    def forward(self, x: torch.Tensor) -> torch.Tensor:")[1]
+    assert "mask = token_mask(x)" in forward and forward.count("mask = halve_mask(mask)") == 1
+    assert "x = self.stages[2](x, mask)" in forward and "(x * mask).flatten(1)" in forward
     assert "def encode(" in code and "LENGTH = 12" in code
     assert f'WORD_PATTERN = r"{codegen.WORD_PATTERN}"' in code
-    assert "x.flatten(1)" in code and "length=12" in code
+    assert "length=12" in code
     assert "import nas" not in code and "from nas" not in code
     with pytest.raises(ValueError, match="mean and std"):
         codegen.render_code(EXTRA[0], docstring="x")  # an image model needs them
+
+
+def test_image_code_has_no_mask() -> None:
+    for spec in EXTRA:
+        code = codegen.render_code(spec, docstring="x", mean=(0.5,), std=(0.25,))
+        assert "mask" not in code and "1d" not in code
+
+
+# --------------------------------------------------------------------------- padding
+
+# Exported text models on the same texts padded to two lengths: every op that mixes
+# positions, every downsample and global pool, both masked norms, odd lengths on the way.
+# No learned or relbias position and no flatten pool: their sizes are one length's.
+PADDING_CASES = {
+    "softmax-max-attention-avg-conv": (
+        (
+            StageSpec("plain", 8, attention=AttentionSpec("softmax", 2, 4), downsample="max"),
+            StageSpec(
+                "residual",
+                12,
+                norm="group",
+                attention=AttentionSpec("sigmoid", 2, 4),
+                downsample="attention",
+            ),
+            StageSpec(
+                "separable",
+                12,
+                depth=2,
+                kernel=5,
+                attention=AttentionSpec("sigmoid_norm", 1, 8),
+                downsample="avg",
+            ),
+            StageSpec(
+                "plain",
+                8,
+                norm="none",
+                attention=AttentionSpec("manet_pool", 2, 4, pool_stride=2),
+                downsample="conv",
+            ),
+        ),
+        "avgmax",
+    ),
+    "manet_conv-channel": (
+        (
+            StageSpec(
+                "residual",
+                8,
+                norm="group",
+                attention=AttentionSpec("manet_conv", 2, 4, kernel=5),
+                downsample="conv",
+            ),
+            StageSpec("residual", 12, attention=AttentionSpec("channel", reduction=4)),
+        ),
+        "attention",
+    ),
+    "manet_pool-wide": (
+        (StageSpec("plain", 8, attention=AttentionSpec("manet_pool", 1, 8, pool_stride=4)),),
+        "max",
+    ),
+    "fasttext": ((), "avg"),
+}
+
+
+def padding_spec(stages: tuple[StageSpec, ...], pool: str, length: int) -> ArchSpec:
+    return ArchSpec(
+        input=InputSpec(1, 1, length, kind="text", vocab_size=50),
+        stem=StemSpec(8),
+        stages=stages,
+        global_pool=pool,
+        head=HeadSpec((16,), "relu"),
+        classes=3,
+    )
+
+
+def texts(length: int) -> torch.Tensor:
+    """Three texts of 9, 1 and 0 tokens, padded with 0 to ``length`` (≥ 9)."""
+    ids = torch.zeros(3, length, dtype=torch.int64)
+    ids[0, :9] = torch.tensor([5, 9, 2, 33, 7, 7, 41, 3, 18])
+    ids[1, :1] = 12
+    return ids
+
+
+def exported(spec: ArchSpec, path: Path) -> ModuleType:
+    """``spec``'s model.py, written to ``path`` and imported."""
+    path.write_text(codegen.render_code(spec, docstring="x"))
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("stages", "pool"), PADDING_CASES.values(), ids=list(PADDING_CASES))
+def test_exported_text_model_ignores_padding(
+    stages: tuple[StageSpec, ...], pool: str, tmp_path: Path
+) -> None:
+    """The same weights give the same logits for the same texts padded to 20 or 37."""
+    state = perturb(build_model(padding_spec(stages, pool, 20), seed=1)).state_dict()
+    logits = []
+    for length in (20, 37):
+        module = exported(padding_spec(stages, pool, length), tmp_path / f"model_{length}.py")
+        net = module.Net().eval()
+        net.load_state_dict(state, strict=True)
+        with torch.inference_mode():
+            logits.append(net(texts(length)))
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(logits[0][0], logits[0][1])  # the texts are told apart
+
+
+def test_exported_text_model_trains_like_the_built_one(tmp_path: Path) -> None:
+    """In training the masked batch and group norms match the built model's: the same
+    outputs and the same running statistics after a step."""
+    stages, pool = PADDING_CASES["softmax-max-attention-avg-conv"]
+    spec = padding_spec(stages, pool, 20)
+    built = perturb(build_model(spec, seed=1))
+    net = exported(spec, tmp_path / "model.py").Net()
+    net.load_state_dict(built.state_dict(), strict=True)
+    x = padded_texts(spec.input)
+    torch.testing.assert_close(net.train()(x), built.train()(x), rtol=1e-4, atol=1e-5)
+    for name, value in built.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[name], value, msg=name)
 
 
 # --------------------------------------------------------------------------- stored text

@@ -23,7 +23,7 @@ from nas.export import ExportError, parse_pick
 from nas.export.cli import main
 from nas.model import ArchSpec, build_model
 from nas.search import load_space, make_storage
-from tests.conftest import TEXT_SEED, StudyRef, TextStudyRef
+from tests.conftest import TEXT_SEED, StudyRef, TextStudyRef, _search, write_text_corpus
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -344,6 +344,69 @@ def test_text_study_exports_vocab_encode_and_onnx_with_token_ids(
     assert given.name == "token_ids" and given.type == "tensor(int64)"
     got = session.run(None, {"token_ids": ids.numpy()})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def ngrams_study(tmp_path_factory: pytest.TempPathFactory) -> TextStudyRef:
+    """A real search with --tokenizer ngrams on the text fixture corpus."""
+    folder = tmp_path_factory.mktemp("ngrams_study")
+    dataset = f"csv:{write_text_corpus(folder / 'news.csv')}"
+    ref = TextStudyRef(f"sqlite:///{folder}/ngrams.db", "ngrams", dataset)
+    args = ["--trials", "2", "--epochs", "1", "--dataset", dataset, "--seed", str(TEXT_SEED)]
+    args += ["--tokenizer", "ngrams", "--storage", ref.storage, "--study-name", ref.name]
+    _search(args)
+    return ref
+
+
+def test_an_ngrams_study_exports_the_vocabulary_it_searched_with(
+    ngrams_study: TextStudyRef, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nas.data import Vocabulary
+
+    study = optuna.load_study(study_name=ngrams_study.name, storage=ngrams_study.storage)
+    assert study.user_attrs["tokenizer"] == "ngrams"
+    out = tmp_path / "ngrams"
+    dataset = ["--dataset", ngrams_study.dataset]
+    assert export(ngrams_study, out, "--best", *dataset) == 0
+    vocab = Vocabulary.load(out / "vocab.json")
+    searched = load_data(ngrams_study.dataset, seed=TEXT_SEED, tokenizer="ngrams").vocab
+    spec = ArchSpec.from_json((out / "spec.json").read_text())
+    assert vocab == searched and vocab.tokenizer == "ngrams"
+    assert (vocab.size, vocab.length) == (spec.input.vocab_size, spec.input.width)
+    # The trials embedded the ngrams vocabulary (the runner loaded it), not the words one.
+    words = load_data(ngrams_study.dataset, seed=TEXT_SEED).vocab
+    assert words is not None and words.size < vocab.size
+    module = load_module(out / "model.py")
+    texts = ["The TEAM scored a goal, says the report!", "", "os.path.join(rare7)", "pad unk"]
+    texts += ["naïve café 日本語 goals", "rain " * 200]
+    ids = module.encode(texts)
+    assert torch.equal(ids, vocab.encode(texts))
+    # A stored tokenizer is one of the names, compared as a string; another of the names
+    # gives another vocabulary than the network's, which is refused too.
+    ref = copy_study(ngrams_study, tmp_path)
+    for hostile in ("__import__('os').system('true')", ["ngrams"], 3, "NGRAMS"):
+        set_study_attr(ref, "tokenizer", hostile)
+        err = refused(ref, tmp_path / "out", capsys, "--best", *dataset)
+        assert "study attr tokenizer must be one of words, bytes, ngrams" in err, err
+    set_study_attr(ref, "tokenizer", "words")
+    err = refused(ref, tmp_path / "out", capsys, "--best", *dataset)
+    assert "the dataset changed since the study" in err
+
+
+def test_a_text_study_that_records_no_tokenizer_exports_as_words(
+    text_study: TextStudyRef, tmp_path: Path
+) -> None:
+    from nas.data import Vocabulary
+
+    ref = copy_study(text_study, tmp_path)
+    set_study_attr(ref, "tokenizer", None)  # as a study made before it was recorded
+    study = optuna.load_study(study_name=ref.name, storage=ref.storage)
+    assert "tokenizer" not in study.user_attrs
+    out = tmp_path / "out"
+    assert export(ref, out, "--best", "--dataset", text_study.dataset) == 0
+    vocab = Vocabulary.load(out / "vocab.json")
+    assert vocab.tokenizer == "words"
+    assert vocab == load_data(text_study.dataset, seed=TEXT_SEED).vocab
 
 
 # --------------------------------------------------------------------------- hostile studies

@@ -17,9 +17,10 @@ from nas.model import (
     InputSpec,
     StageSpec,
     StemSpec,
+    build_attention,
     build_model,
+    layers,
 )
-from nas.model import layers
 
 VOCAB = 50
 # Every op that mixes positions, every downsample, both norms, odd lengths on the way.
@@ -136,7 +137,9 @@ def _modules() -> dict[str, torch.nn.Module]:
         for op in ("softmax", "sigmoid", "sigmoid_norm", "manet_conv", "manet_pool", "channel")
     }
     blocks = {
-        f"{block}_{norm}": layers.BLOCKS[block](6, 6 if block == "separable" else 8, 5, norm, "relu", 1)
+        f"{block}_{norm}": layers.BLOCKS[block](
+            6, 6 if block == "separable" else 8, 5, norm, "relu", 1
+        )
         for block in layers.BLOCKS
         for norm in ("batch", "group")
     }
@@ -144,13 +147,13 @@ def _modules() -> dict[str, torch.nn.Module]:
         f"down_{op}": layers.DOWNSAMPLES[op](6, "group", "relu", 1)
         for op in ("max", "avg", "conv", "attention")
     }
-    pools = {f"pool_{op}": layers.GLOBAL_POOLS[op](6) for op in ("avg", "max", "avgmax", "attention")}
+    pools = {
+        f"pool_{op}": layers.GLOBAL_POOLS[op](6) for op in ("avg", "max", "avgmax", "attention")
+    }
     return {**attention, **blocks, **downsamples, **pools}
 
 
 def build_attention_for(op: str) -> torch.nn.Module:
-    from nas.model import build_attention
-
     spec = {
         "manet_conv": AttentionSpec(op, 2, 4, kernel=5),
         "manet_pool": AttentionSpec(op, 2, 4, pool_stride=2),

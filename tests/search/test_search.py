@@ -400,6 +400,8 @@ def test_failures_are_recorded_with_reasons_and_the_study_goes_on(digits, tmp_pa
         (("--latency-device", "gpu"), "--latency-device: unknown device 'gpu'"),
         (("--latency-device", "meta"), "--latency-device: unsupported device 'meta'"),
         (("--study-name", " "), "--study-name must not be empty"),
+        (("--tokenizer", "ngrams"), "--tokenizer applies to text datasets only; 'digits' is"),
+        (("--tokenizer", "chars"), "unknown --tokenizer 'chars'; choose one of words, bytes"),
     ],
 )
 def test_flags_that_cannot_work_are_refused_before_anything_is_written(
