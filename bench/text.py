@@ -74,7 +74,7 @@ def measure(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]:
     from nas.search import counts, front, load_existing_study
 
     dataset, _ = CORPORA[corpus]
-    db = OUT / "text" / f"{corpus}-seed{seed}.db"
+    db = OUT / "text" / f"{corpus}-{args.tokenizer or 'default'}-seed{seed}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     db.unlink(missing_ok=True)  # a run cut short starts again
     storage = f"sqlite:///{db}"
@@ -91,7 +91,6 @@ def measure(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]:
     members = front(study)
     best = members[0]
     spec = ArchSpec.from_dict(best.user_attrs["arch"])
-    attention = [m for m in members if '"attention": {' in str(m.user_attrs.get("arch"))]
     t0 = time.perf_counter()
     ours = retrain(study, spec, seed, "cpu", None, epochs=args.retrain_epochs)
     retrained = time.perf_counter() - t0
@@ -102,7 +101,6 @@ def measure(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]:
         "latency_ms": best.user_attrs.get("latency_ms"),
         "trials": counts(study),
         "front": [m.user_attrs.get("summary") for m in members],
-        "front_attention": len(attention),
         "search_seconds": searched,
         "retrain_seconds": retrained,
     }
@@ -111,6 +109,13 @@ def measure(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]:
         record[analyzer] = b["test_accuracy"]
         record[f"{analyzer}_C"] = b["C"]
     return record
+
+
+def has_attention(summary: str) -> bool:
+    """Whether a network's summary names an attention op (``softmax(4x8)``, ``channel(r8)``)."""
+    from nas.model import layers
+
+    return any(f"{op}(" in summary for op in layers.ATTENTIONS)
 
 
 def report(records: list[dict[str, Any]], args: argparse.Namespace) -> float:
@@ -139,7 +144,7 @@ def report(records: list[dict[str, Any]], args: argparse.Namespace) -> float:
                 ms(base["word"]),
                 ms(base["char_wb"]),
                 f"{gains[corpus]:+.2f} vs {better}",
-                f"{sum(r['front_attention'] for r in mine)}/{front_size}",
+                f"{sum(has_attention(s) for r in mine for s in r['front'])}/{front_size}",
                 f"{pruned}/{total}",
             )
         )
