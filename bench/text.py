@@ -173,13 +173,14 @@ def main() -> None:
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not args.report:
+        measured = load_records(args.out)
         for corpus in args.corpora:
             dataset, script = CORPORA[corpus]
             if not (ROOT / dataset.removeprefix("csv:")).exists():
                 subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True)
             for seed in args.seeds:
                 key = settings(args, corpus, seed)
-                if any(matches(r, key) for r in load_records(args.out)):
+                if any(matches(r, key) for r in measured):
                     print(f"[{corpus} seed {seed}] measured before: skipped", flush=True)
                     continue
                 record = key | measure(args, corpus, seed)
@@ -188,8 +189,7 @@ def main() -> None:
     records = [
         r
         for r in load_records(args.out)
-        if r["seed"] in args.seeds
-        and matches(r, {k: v for k, v in settings(args, r["corpus"], r["seed"]).items()})
+        if r["seed"] in args.seeds and matches(r, settings(args, r["corpus"], r["seed"]))
     ]
     gain = report(records, args)
     print(f"accuracy_gain: {gain:.2f}")
