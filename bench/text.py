@@ -64,6 +64,9 @@ def settings(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]
         "minutes": args.minutes,
         "tokenizer": args.tokenizer,
         "retrain_epochs": args.retrain_epochs,
+        # The search's promotion rule: "asha" (nothing promoted before 3 trials reached
+        # the rung); records without it promoted the first trial at a rung.
+        "promotion": "asha",
         "machine": machine("cpu"),
     }
 

@@ -220,8 +220,21 @@ def test_each_trial_searches_its_learning_rate_within_the_factor(digits: Data) -
     assert baseline.params == {}
 
 
-def test_a_trial_with_no_peers_is_promoted_and_trains_on_from_its_weights(digits: Data) -> None:
+def reached_every_step(study: optuna.Study, n: int) -> None:
+    """``n`` trials far slower than any network, at chance at every step a trial can reach:
+    each rung then has its evidence, and none of them is a peer of a network."""
+    curve = dict.fromkeys(range(2000), 0.1)
+    for _ in range(n):
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[0.1, 1e9], intermediate_values=curve, user_attrs={"latency_ms": 1e9}
+            )
+        )
+
+
+def test_a_trial_that_leads_its_rung_trains_on_from_its_weights(digits: Data) -> None:
     study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    reached_every_step(study, 2)
     t, values = run_one(study, objective(digits, ("accuracy", "latency"), promotions=2))
     a = t.user_attrs
     assert a["promotions"] == 2 and a["epochs_budget"] == pytest.approx(0.5 * 3 * 3)
@@ -233,8 +246,16 @@ def test_a_trial_with_no_peers_is_promoted_and_trains_on_from_its_weights(digits
     assert a["rung_estimate_s"] > 0
 
 
+def test_the_first_trials_at_a_rung_are_not_promoted(digits: Data) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    reached_every_step(study, 1)
+    t, _ = run_one(study, objective(digits, ("accuracy", "latency"), promotions=2))
+    assert t.state == TrialState.COMPLETE and "promotions" not in t.user_attrs
+
+
 def test_no_promotion_starts_that_would_end_after_the_deadline(digits: Data) -> None:
     study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    reached_every_step(study, 2)
     obj = objective(digits, ("accuracy", "latency"), promotions=2, deadline=time.monotonic())
     t, _ = run_one(study, obj)
     assert t.state == TrialState.COMPLETE and "promotions" not in t.user_attrs

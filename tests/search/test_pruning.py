@@ -436,13 +436,22 @@ def promote(study: optuna.Study, latency: float | None, value: float, step: int 
     return decision
 
 
-def test_the_first_trial_at_a_rung_is_promoted_and_the_next_only_if_better() -> None:
+def test_a_rung_promotes_nothing_before_three_trials_reached_it() -> None:
     study = mo_study()
-    assert promote(study, 1.0, 0.80) is True
+    assert promote(study, 1.0, 0.80) is False  # alone at the rung
+    assert promote(study, 1.0, 0.90) is False  # two: still nothing to rank
+    assert promote(study, 1.0, 0.95) is True  # three, and the best of them
+    assert promote(study, 1.0, 0.85) is False  # behind two of its three peers
+
+
+def test_the_rungs_evidence_counts_slower_trials_that_reached_it_and_no_others() -> None:
     study = mo_study()
-    add_peer(study, 0.5, [0.85], steps=[30])
-    assert promote(study, 1.0, 0.80) is False
-    assert promote(mo_study(), 1.0, 0.80) is True
+    add_peer(study, 5.0, [0.99], steps=[30])  # slower: not a peer, but it reached the rung
+    add_peer(study, 0.5, [0.6, 0.99], steps=[10, 20])  # stopped before the rung
+    add_peer(study, 0.5, [0.99], state=TrialState.FAIL, steps=[30])  # failed: not judged
+    assert promote(study, 1.0, 0.5) is False
+    add_peer(study, 5.0, [0.99], steps=[30])
+    assert promote(study, 1.0, 0.5) is True  # no faster peer at the rung: it leads
 
 
 @pytest.mark.parametrize(("n_better", "promoted_"), [(0, True), (1, True), (2, False)])
@@ -468,18 +477,24 @@ def test_promotion_peers_are_the_faster_trials_that_reached_the_same_rung() -> N
 
 def test_single_objective_promotion_ranks_every_trial() -> None:
     study = optuna.create_study(direction="maximize")
-    study.add_trial(
-        optuna.trial.create_trial(
-            value=0.9, intermediate_values={30: 0.9}, user_attrs={LATENCY_ATTR: 9.0}
+    for value in (0.9, 0.7):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value, intermediate_values={30: value}, user_attrs={LATENCY_ATTR: 9.0}
+            )
         )
-    )
     assert promote(study, 1.0, 0.8) is False  # slower, yet a peer: only accuracy counts
+    mo = mo_study()
+    add_peer(mo, 9.0, [0.9], steps=[30])
+    add_peer(mo, 9.0, [0.7], steps=[30])
+    assert promote(mo, 1.0, 0.8) is True  # there, slower trials cannot dominate it
 
 
 def test_nan_is_never_promoted_and_no_latency_always_is() -> None:
-    assert promote(mo_study(), 1.0, math.nan) is False
     study = mo_study()
-    add_peer(study, 0.5, [0.95], steps=[30])
+    for _ in range(2):
+        add_peer(study, 0.5, [0.95], steps=[30])
+    assert promote(study, 1.0, math.nan) is False
     assert promote(study, None, 0.5) is True
 
 
