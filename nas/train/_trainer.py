@@ -179,13 +179,25 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, objec
     return groups
 
 
+# AdamW as one fused kernel rather than a loop of tensor ops: with a 50,000-row n-gram
+# embedding a text trial trains 1.5-1.8x faster (bench/optimizer.py turns it off to
+# compare). SGD's step is a sliver of an image trial's (0.1 ms of a step's several).
+FUSED_ADAMW = True
+
+
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     groups = _param_groups(model, config.weight_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0
         )
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
+    betas = (config.momentum, 0.999)
+    if FUSED_ADAMW:
+        try:
+            return torch.optim.AdamW(groups, lr=config.lr, betas=betas, fused=True)
+        except RuntimeError:  # a device or dtype without the fused kernel
+            pass
+    return torch.optim.AdamW(groups, lr=config.lr, betas=betas)
 
 
 def lr_factor(config: TrainConfig, progress: float) -> float:
