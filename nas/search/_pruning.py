@@ -165,7 +165,7 @@ def promoted(trial: optuna.Trial, eta: float = PROMOTION_ETA) -> bool:
     A rung promotes nothing before ``eta`` trials (this one included, any latency) have
     reached it: ASHA's top ``floor(n / eta)`` of a rung is empty until then. Optuna's SHA
     and MOASHA's stopping rule promote the first trial instead, with nothing to judge it
-    by; here that trial's 3× and 9× budgets took a quarter of a default search and most
+    by; here that trial's 3× and 9× budgets took 27–37 % of a default search and most
     of a 4-minute one. So the first ``eta - 1`` trials to finish a rung end there. After
     that, a trial faster than every other is always promoted, and it is cheap. A NaN
     value is never promoted; a trial with no usable latency in a multi-objective study

@@ -183,6 +183,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, objec
 # embedding a text trial trains 1.5-1.8x faster (bench/optimizer.py turns it off to
 # compare). SGD's step is a sliver of an image trial's (0.1 ms of a step's several).
 FUSED_ADAMW = True
+_FUSED_DEVICES = ("cpu", "cuda")
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -191,13 +192,11 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         return torch.optim.SGD(
             groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0
         )
-    betas = (config.momentum, 0.999)
-    if FUSED_ADAMW:
-        try:
-            return torch.optim.AdamW(groups, lr=config.lr, betas=betas, fused=True)
-        except RuntimeError:  # a device or dtype without the fused kernel
-            pass
-    return torch.optim.AdamW(groups, lr=config.lr, betas=betas)
+    # The kernel is there for CPU and CUDA floats (others would fail at the first step).
+    fused = FUSED_ADAMW and all(
+        p.device.type in _FUSED_DEVICES and p.is_floating_point() for p in model.parameters()
+    )
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999), fused=fused)
 
 
 def lr_factor(config: TrainConfig, progress: float) -> float:

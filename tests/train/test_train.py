@@ -353,3 +353,13 @@ def test_task_defaults_set_adamw_for_text_and_yield_to_given_fields() -> None:
     assert TrainConfig.for_task("text", lr=0.003).lr == 0.003
     with pytest.raises(KeyError):
         TrainConfig.for_task("audio")  # type: ignore[arg-type]
+
+
+def test_adamw_steps_fused_where_the_device_has_the_kernel_and_unfused_elsewhere() -> None:
+    config = TrainConfig.for_task("text")
+    model = nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 2))
+    fused = tr._make_optimizer(model, config)
+    assert isinstance(fused, torch.optim.AdamW) and fused.defaults["fused"] is True
+    # No fused kernel on the meta device: the loop of tensor ops, not an error.
+    elsewhere = tr._make_optimizer(nn.Linear(8, 2, device="meta"), config)
+    assert isinstance(elsewhere, torch.optim.AdamW) and not elsewhere.defaults["fused"]
