@@ -135,8 +135,8 @@ class Objective:
     # times its budget, up to ``promotions`` times; the runner sets it from the search.
     promotions: int = 0
     promotion_factor: float = PROMOTION_FACTOR
-    # A promotion estimated to end after this time.monotonic() is not started: the search
-    # starts no trial then either (--timeout); None: no deadline.
+    # --timeout as a time.monotonic(): a first budget or a promotion estimated to end
+    # after it is not trained, and the search starts no trial then; None: no deadline.
     deadline: float | None = None
     # Called when the running trial gets further (latency measured, cost estimated, each
     # rung), so that progress shows it; the runner sets it.
@@ -223,17 +223,21 @@ class Objective:
         def estimate(seconds: float, final: bool) -> None:
             trial.set_user_attr("train_estimate_s", seconds)
             self._progress()
-            limit = self.cost_limit
-            if limit is None:
-                return
-            # At the first look (one step timed) only a candidate far over is refused:
-            # the steps before the final estimate are what a refusal costs, and a very
-            # slow network's take half a minute.
-            if seconds > limit.seconds * (1.0 if final else FIRST_LOOK_MARGIN):
-                raise optuna.TrialPruned(
-                    f"{OVER_BUDGET} training estimated at {seconds:.4g} s from "
-                    f"its first steps, over {limit.seconds:.4g} s ({limit.source})"
-                )
+            limits = [] if self.cost_limit is None else [self.cost_limit]
+            if self.deadline is not None:
+                # A trial that would end long after --timeout holds the search past it,
+                # and early in a study no cost limit yet bounds it.
+                left = max(self.deadline - time.monotonic(), 0.0)
+                limits.append(CostLimit(left, f"the {left:.0f} s left of --timeout"))
+            for limit in limits:
+                # At the first look (one step timed) only a candidate far over is refused:
+                # the steps before the final estimate are what a refusal costs, and a very
+                # slow network's take half a minute.
+                if seconds > limit.seconds * (1.0 if final else FIRST_LOOK_MARGIN):
+                    raise optuna.TrialPruned(
+                        f"{OVER_BUDGET} training estimated at {seconds:.4g} s from "
+                        f"its first steps, over {limit.seconds:.4g} s ({limit.source})"
+                    )
 
         model.to(self.device)
         seconds, images, rung = 0.0, 0.0, 0

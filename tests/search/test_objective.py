@@ -256,7 +256,20 @@ def test_the_first_trials_at_a_rung_are_not_promoted(digits: Data) -> None:
 def test_no_promotion_starts_that_would_end_after_the_deadline(digits: Data) -> None:
     study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
     reached_every_step(study, 2)
-    obj = objective(digits, ("accuracy", "latency"), promotions=2, deadline=time.monotonic())
+    # A first budget of a second or two fits the minute left; a rung of 1000x it does not.
+    deadline = time.monotonic() + 60
+    obj = objective(
+        digits, ("accuracy", "latency"), promotions=2, promotion_factor=1000, deadline=deadline
+    )
     t, _ = run_one(study, obj)
     assert t.state == TrialState.COMPLETE and "promotions" not in t.user_attrs
     assert t.user_attrs["epochs_done"] <= 0.5
+
+
+def test_a_first_budget_estimated_to_end_after_the_deadline_is_not_trained(digits: Data) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    t, _ = run_one(study, objective(digits, ("accuracy", "latency"), deadline=time.monotonic()))
+    assert t.state == TrialState.PRUNED
+    assert t.user_attrs["reason"].startswith("over budget, not trained: training estimated")
+    assert "left of --timeout" in t.user_attrs["reason"]
+    assert "epochs_done" not in t.user_attrs
