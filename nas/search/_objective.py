@@ -74,6 +74,11 @@ def rung_config(
 # is refused there; otherwise the estimate from four steps decides.
 FIRST_LOOK_MARGIN = 2.0
 
+# Under --timeout, a first budget estimated over this share of it is not trained: a
+# search then trains at least 1/TIMEOUT_SHARE candidates (a 4-minute text search's first
+# trial trained for 3 of them, before any cost limit existed to refuse it).
+TIMEOUT_SHARE = 1 / 8
+
 # How the reason of a candidate refused over a limit starts (the cost limit reads it: such
 # trials' estimates stay out of its median).
 OVER_BUDGET = "over budget, not trained:"
@@ -135,8 +140,10 @@ class Objective:
     # times its budget, up to ``promotions`` times; the runner sets it from the search.
     promotions: int = 0
     promotion_factor: float = PROMOTION_FACTOR
-    # --timeout as a time.monotonic(): a first budget or a promotion estimated to end
-    # after it is not trained, and the search starts no trial then; None: no deadline.
+    # --timeout, in seconds and as a time.monotonic() to end by: a first budget estimated
+    # over TIMEOUT_SHARE of it, or to end after it, is not trained; no promotion that would
+    # end after it starts, nor any trial; None: no time limit. The runner sets both.
+    timeout: float | None = None
     deadline: float | None = None
     # Called when the running trial gets further (latency measured, cost estimated, each
     # rung), so that progress shows it; the runner sets it.
@@ -224,12 +231,7 @@ class Objective:
             trial.set_user_attr("train_estimate_s", seconds)
             self._progress()
             limits = [] if self.cost_limit is None else [self.cost_limit]
-            if self.deadline is not None:
-                # A trial that would end long after --timeout holds the search past it,
-                # and early in a study no cost limit yet bounds it.
-                left = max(self.deadline - time.monotonic(), 0.0)
-                limits.append(CostLimit(left, f"the {left:.0f} s left of --timeout"))
-            for limit in limits:
+            for limit in [*limits, *self._timeout_limits()]:
                 # At the first look (one step timed) only a candidate far over is refused:
                 # the steps before the final estimate are what a refusal costs, and a very
                 # slow network's take half a minute.
@@ -288,6 +290,23 @@ class Objective:
         }
         out = tuple(values[o] for o in self.objectives)
         return out[0] if len(out) == 1 else out
+
+    def _timeout_limits(self) -> list[CostLimit]:
+        """What --timeout allows a first budget: ``TIMEOUT_SHARE`` of it, and no more than
+        is left of it. Early in a study no cost limit bounds a trial yet (text has no hand
+        design to floor one), and one trial must not be most of a search."""
+        limits = []
+        if self.timeout is not None:
+            limits.append(
+                CostLimit(
+                    self.timeout * TIMEOUT_SHARE,
+                    f"1/{1 / TIMEOUT_SHARE:.0f} of --timeout {self.timeout:g} s",
+                )
+            )
+        if self.deadline is not None:
+            left = max(self.deadline - time.monotonic(), 0.0)
+            limits.append(CostLimit(left, f"the {left:.0f} s left of --timeout"))
+        return limits
 
     def _promote(self, trial: optuna.Trial, rung: int, seconds: float) -> bool:
         """Whether the trial, done with ``rung``'s budget, trains on to the next (the

@@ -150,7 +150,7 @@ def run_worker(
     )
     reference = None if s.max_train_seconds is not None else reference_cost(objective)
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
-    objective.deadline = deadline
+    objective.timeout, objective.deadline = s.timeout, deadline
     while deadline is None or time.monotonic() < deadline:
         trial = None
         # Asked for, a trial is RUNNING before its heartbeat starts: stopped in between,

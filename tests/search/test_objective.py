@@ -257,19 +257,35 @@ def test_no_promotion_starts_that_would_end_after_the_deadline(digits: Data) -> 
     study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
     reached_every_step(study, 2)
     # A first budget of a second or two fits the minute left; a rung of 1000x it does not.
-    deadline = time.monotonic() + 60
     obj = objective(
-        digits, ("accuracy", "latency"), promotions=2, promotion_factor=1000, deadline=deadline
+        digits,
+        ("accuracy", "latency"),
+        promotions=2,
+        promotion_factor=1000,
+        timeout=60.0,
+        deadline=time.monotonic() + 60,
     )
     t, _ = run_one(study, obj)
     assert t.state == TrialState.COMPLETE and "promotions" not in t.user_attrs
     assert t.user_attrs["epochs_done"] <= 0.5
 
 
-def test_a_first_budget_estimated_to_end_after_the_deadline_is_not_trained(digits: Data) -> None:
+@pytest.mark.parametrize(
+    ("timeout", "left", "reason"),
+    [
+        (3600.0, 0.0, "(the 0 s left of --timeout)"),  # it would end after the search
+        (1e-3, 3600.0, "(1/8 of --timeout 0.001 s)"),  # it would be most of the search
+    ],
+)
+def test_a_first_budget_over_what_the_timeout_allows_is_not_trained(
+    digits: Data, timeout: float, left: float, reason: str
+) -> None:
     study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
-    t, _ = run_one(study, objective(digits, ("accuracy", "latency"), deadline=time.monotonic()))
+    obj = objective(
+        digits, ("accuracy", "latency"), timeout=timeout, deadline=time.monotonic() + left
+    )
+    t, _ = run_one(study, obj)
     assert t.state == TrialState.PRUNED
     assert t.user_attrs["reason"].startswith("over budget, not trained: training estimated")
-    assert "left of --timeout" in t.user_attrs["reason"]
+    assert t.user_attrs["reason"].endswith(reason)
     assert "epochs_done" not in t.user_attrs
