@@ -28,7 +28,7 @@ import torch
 
 from nas import command
 from nas.data import DATASETS, TOKENIZERS, Tokenizer, is_text_name, task_for
-from nas.search._objective import PROMOTION_FACTOR, Limits
+from nas.search._objective import PROMOTION_FACTOR, TIMEOUT_SHARE, Limits
 from nas.search._progress import Progress
 from nas.search._pruning import make_pruner
 from nas.search._results import counts, front_table, longest_share
@@ -83,7 +83,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trials", type=int, default=100, help="finished trials in the study (default 100)"
     )
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="stop starting trials after this many seconds; a candidate estimated to train "
+        f"over 1/{1 / TIMEOUT_SHARE:.0f} of it, or past it, is not trained",
+    )
     p.add_argument(
         "--space",
         help="space name or .py path (default: attention_cnn for images, manet_text for text)",
