@@ -39,7 +39,7 @@ from nas.search._settings import (
     COST_HISTORY,
     DEFAULT_TRIAL_TIMEOUT,
     MIN_TRIAL_TIMEOUT,
-    REFERENCE_DESIGN,
+    REFERENCE_DESIGNS,
     TIMEOUT_FACTOR,
     TIMEOUT_HISTORY,
     WORKER_SEED_STRIDE,
@@ -211,7 +211,7 @@ def trial_time_limit(given: float | None, trials: list[FrozenTrial]) -> float | 
 
 
 def cost_limit(
-    given: float | None, trials: list[FrozenTrial], reference: float | None = None
+    given: float | None, trials: list[FrozenTrial], reference: CostLimit | None = None
 ) -> CostLimit | None:
     """The training cost the next trial may have: ``--max-train-seconds`` (0: none), else
     once ``COST_HISTORY`` of the study's finished trials have an estimate (before that,
@@ -236,22 +236,17 @@ def cost_limit(
     if len(seconds) < COST_HISTORY:
         return None
     median = statistics.median(seconds)
-    floor = (
-        ""
-        if reference is None
-        else f"{REFERENCE_DESIGN}'s estimated training cost here, {reference:.1f} s"
-    )
-    if reference is None or COST_FACTOR * median > reference:
+    if reference is None or COST_FACTOR * median > reference.seconds:
         return CostLimit(
             COST_FACTOR * median,
             f"{COST_FACTOR:g}x the median estimated training cost of the study's "
             f"{len(seconds)} trials, {median:.1f} s"
-            + (f" (over {floor})" if floor else "")
+            + (f" (over {reference.source})" if reference else "")
             + "; --max-train-seconds sets it",
         )
     return CostLimit(
-        reference,
-        f"{floor} (over {COST_FACTOR:g}x the median of the study's "
+        reference.seconds,
+        f"{reference.source} (over {COST_FACTOR:g}x the median of the study's "
         f"{len(seconds)} trials, {median:.1f} s); --max-train-seconds sets it",
     )
 
@@ -260,14 +255,15 @@ class _Estimated(Exception):
     pass
 
 
-def reference_cost(objective: Objective) -> float | None:
-    """The hand design ``REFERENCE_DESIGN``'s training cost as a trial of this search, from
-    its first steps on this machine (a few seconds), or None where it does not apply
-    (text) or cannot train here: what a sensible CNN costs, whatever the space samples."""
+def reference_cost(objective: Objective) -> CostLimit | None:
+    """The training cost of the task kind's hand design (``REFERENCE_DESIGNS``) as a trial
+    of this search, from its first steps on this machine (a few seconds), or None where
+    it cannot train here: what a sensible CNN costs, whatever the space samples."""
     task = objective.data.task
     try:
-        space = load_space(REFERENCE_DESIGN)
-        check_task(space, task, REFERENCE_DESIGN)  # a text task: no reference
+        name = REFERENCE_DESIGNS[task.kind]
+        space = load_space(name)
+        check_task(space, task, name)
         spec = space.suggest(optuna.trial.FixedTrial({}), task)
         seconds: list[float] = []
 
@@ -288,7 +284,9 @@ def reference_cost(objective: Objective) -> float | None:
     except Exception as e:  # a floor is a convenience: without one the median rule holds
         log.debug("no reference cost: %s: %s", e.__class__.__name__, e)
         return None
-    return seconds[-1] if seconds else None
+    if not seconds:
+        return None
+    return CostLimit(seconds[-1], f"{name}'s estimated training cost here, {seconds[-1]:.1f} s")
 
 
 def run_trial(

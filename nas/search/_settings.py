@@ -39,12 +39,12 @@ TIMEOUT_FACTOR = 10.0
 TIMEOUT_HISTORY = 3
 
 # --max-train-seconds' default: a candidate whose training is estimated (from its first
-# steps) at over the larger of REFERENCE_DESIGN's estimate here and (once this many of the
-# study's finished trials have one) this multiple of their median is recorded as pruned,
-# not trained: one slow network must not hold the search's compute.
+# steps) at over the larger of its task kind's reference design's estimate here and (once
+# this many of the study's finished trials have one) this multiple of their median is
+# recorded as pruned, not trained: one slow network must not hold the search's compute.
 COST_FACTOR = 2.0
 COST_HISTORY = 2
-REFERENCE_DESIGN = "seed_cnn"
+REFERENCE_DESIGNS: dict[TaskKind, str] = {"image": "seed_cnn", "text": "text_cnn"}
 
 # Networks far over this per-pixel cost hold most of a search's compute and are neither
 # fast nor needed for small inputs (measured: the README's "Searching"). Over it: recorded

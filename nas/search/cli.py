@@ -43,7 +43,7 @@ from nas.search._settings import (
     MIN_TRAIN_STEPS,
     MIN_TRIAL_TIMEOUT,
     PROMOTIONS,
-    REFERENCE_DESIGN,
+    REFERENCE_DESIGNS,
     TIMEOUT_FACTOR,
     TIMEOUT_HISTORY,
     Settings,
@@ -133,7 +133,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-train-seconds",
         type=float,
         help="training cost a candidate may have, estimated from its first steps (over it: "
-        f"pruned, not trained; default: the larger of {REFERENCE_DESIGN}'s estimate, measured "
+        "pruned, not trained; default: the larger of the hand design's estimate ("
+        + " or ".join(f"{name} for {kind}s" for kind, name in REFERENCE_DESIGNS.items())
+        + "), measured "
         f"at the start, and {COST_FACTOR:g}x the median estimate of the study's finished "
         f"trials once {COST_HISTORY} have one; 0: none)",
     )
