@@ -293,8 +293,8 @@ class Objective:
 
     def _timeout_limits(self) -> list[CostLimit]:
         """What --timeout allows a first budget: ``TIMEOUT_SHARE`` of it, and no more than
-        is left of it. Early in a study no cost limit bounds a trial yet (text has no hand
-        design to floor one), and one trial must not be most of a search."""
+        is left of it. Until two trials have finished no cost limit bounds a trial, and one
+        trial must not be most of a search."""
         limits = []
         if self.timeout is not None:
             limits.append(
