@@ -34,7 +34,9 @@ FIXED = {"seed_cnn", "resnet"}
 
 
 def test_builtin_spaces() -> None:
-    assert set(space_names()) == {"attention_cnn", "manet", "manet_text", "seed_cnn", "resnet"}
+    assert set(space_names()) == {
+        *("attention_cnn", "manet", "manet_text", "seed_cnn", "resnet", "text_cnn")
+    }
 
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
@@ -225,6 +227,17 @@ def test_manet_text_random_trials_build_train_and_round_trip() -> None:
         *("pos:none", "pos:learned", "pos:relbias"),
         *("kernel:3", "kernel:5", "kernel:7"),
     }
+
+
+def test_text_cnn_is_one_fixed_text_network_that_builds_and_trains() -> None:
+    suggest = load_space("text_cnn").suggest
+    spec = suggest(optuna.trial.FixedTrial({}), TEXT_TASK)
+    assert spec.summary() == "embed256 | plain64x1 k7 | avgmax | fc→4"
+    assert ArchSpec.from_json(spec.to_json()) == spec
+    out = build_model(spec, seed=0)(torch.randint(0, TEXT_TASK.vocab_size, (2, 64)))
+    assert out.shape == (2, TEXT_TASK.classes)
+    with pytest.raises(SpaceError, match="'text_cnn' builds networks for text tasks"):
+        check_task(load_space("text_cnn"), Task("gray28", "image", 1, 28, 28, 10), "text_cnn")
 
 
 @pytest.mark.parametrize("length", [8, 512, 4096])
