@@ -67,6 +67,8 @@ def settings(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]
         # The search's promotion rule: "asha" (nothing promoted before 3 trials reached
         # the rung); records without it promoted the first trial at a rung.
         "promotion": "asha",
+        # The cost limit's floor: text_cnn's estimated cost; records without it had none.
+        "cost_floor": "text_cnn",
         "machine": machine("cpu"),
     }
 
