@@ -47,6 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, append_record, load_records, machine, matches, table
 from text_corpus import tfidf_baseline
 
+from nas.data import MAX_LENGTH
+from nas.train import TrainConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "text.jsonl"
 # corpus → (dataset, the script that builds it)
@@ -69,6 +72,10 @@ def settings(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]
         "promotion": "asha",
         # The cost limit's floor: text_cnn's estimated cost; records without it had none.
         "cost_floor": "text_cnn",
+        # The text recipe's learning rate and the cap on the sequence length (records
+        # without them: 0.01 and 512).
+        "lr": TrainConfig.for_task("text").lr,
+        "max_length": MAX_LENGTH,
         "machine": machine("cpu"),
     }
 

@@ -8,6 +8,7 @@ vocabulary the exporter also needs; ``_common`` is what they all share."""
 
 from nas.data._common import DataError, cache_dir
 from nas.data._load import DATASETS, Data, Split, is_text_name, load_data, task_for
+from nas.data._text import MAX_LENGTH
 from nas.data._vocab import (
     BYTE_VOCAB_SIZE,
     NGRAM_MAX,
@@ -25,6 +26,7 @@ from nas.data._vocab import (
 __all__ = [
     "BYTE_VOCAB_SIZE",
     "DATASETS",
+    "MAX_LENGTH",
     "NGRAM_MAX",
     "NGRAM_MIN",
     "OOV_ID",

@@ -312,7 +312,7 @@ def load_data(
             :mod:`nas.data._vocab`); the vocabulary's size (PAD and OOV included, default
             20,000 for ``words``, 50,000 for ``ngrams``) and the fewest training
             occurrences of a kept token (default 2); tokens per example (default: the 95th
-            percentile of the training texts' encoded lengths, 8..512). ``ag_news`` and
+            percentile of the training texts' encoded lengths, 8..2048). ``ag_news`` and
             ``imdb`` are downloaded to ``data_dir`` like the torchvision datasets.
 
     Raises:

@@ -325,7 +325,7 @@ def test_length_is_the_95th_percentile_of_training_lengths(tmp_path: Path) -> No
     assert data.texts is not None
     lengths = [len(tokenize(t)) for t in data.texts.train]
     expected = int(np.percentile(lengths, 95, method="higher"))
-    assert 8 < expected < 512 and data.task.length == expected
+    assert 8 < expected < nt.MAX_LENGTH and data.task.length == expected
     assert sum(n <= expected for n in lengths) >= 0.95 * len(lengths)
     # Given explicitly: longer texts keep their first tokens.
     short = load_data(f"csv:{path}", length=3)
@@ -336,9 +336,8 @@ def test_length_is_the_95th_percentile_of_training_lengths(tmp_path: Path) -> No
 def test_length_is_clamped(tmp_path: Path) -> None:
     tiny = write_csv(tmp_path / "tiny.csv", [("a b", "x"), ("b a", "y")] * 5)
     assert load_data(f"csv:{tiny}").task.length == nt.MIN_LENGTH
-    huge = write_csv(
-        tmp_path / "huge.csv", [(" ".join(["a b"] * 400), "x"), (" ".join(["b a"] * 400), "y")] * 5
-    )
+    long = " ".join(["a b"] * nt.MAX_LENGTH)
+    huge = write_csv(tmp_path / "huge.csv", [(long, "x"), (long[::-1], "y")] * 5)
     assert load_data(f"csv:{huge}").task.length == nt.MAX_LENGTH
 
 

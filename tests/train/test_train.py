@@ -349,7 +349,7 @@ def test_task_defaults_set_adamw_for_text_and_yield_to_given_fields() -> None:
     image = TrainConfig.for_task("image", epochs=3)
     assert image == TrainConfig(epochs=3)
     text = TrainConfig.for_task("text", epochs=2)
-    assert (text.optimizer, text.lr, text.weight_decay) == ("adamw", 0.01, 0.0)
+    assert (text.optimizer, text.lr, text.weight_decay) == ("adamw", 0.03, 0.0)
     assert TrainConfig.for_task("text", lr=0.003).lr == 0.003
     with pytest.raises(KeyError):
         TrainConfig.for_task("audio")  # type: ignore[arg-type]
