@@ -46,7 +46,7 @@ def vocabulary(
             f"the spec is a text network but study {study.study_name!r} does not record a "
             f"text dataset (dataset {shown(dataset)}), so there is no vocabulary to export"
         )
-    data = load_data(dataset, data_dir=data_dir, **data_options(study))
+    data = load_data(dataset, data_dir=data_dir, **data_options(study, spec))
     vocab = data.vocab
     assert vocab is not None  # a text dataset always has one
     if (vocab.size, vocab.length) != (spec.input.vocab_size, spec.input.width):

@@ -81,7 +81,7 @@ def retrain(
     if name is None:
         raise ExportError(f"retraining needs the dataset; study {study.study_name!r} records none")
     # A text dataset is split with the search's seed: its vocabulary is the network's.
-    options = {"seed": seed, **data_options(study)}
+    options = {"seed": seed, **data_options(study, spec)}
     loaded = load_data(name, device=device, data_dir=data_dir, **options)
     check_task(loaded.task, spec, name)
     return retrain_on(

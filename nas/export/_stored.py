@@ -74,11 +74,13 @@ def stored_tokenizer(study: optuna.Study) -> Tokenizer:
     )
 
 
-def data_options(study: optuna.Study) -> dict[str, Any]:
-    """How the search loaded its dataset, as keyword arguments of ``load_data``/``task_for``.
+def data_options(study: optuna.Study, spec: ArchSpec) -> dict[str, Any]:
+    """How the search loaded its dataset for ``spec``, as keyword arguments of ``load_data``.
 
-    Text: the seed, columns and tokenizer it recorded (a text task's vocabulary depends on
-    them). Images: none (their task does not depend on the seed).
+    Text: the seed, columns and tokenizer the study recorded (a text task's vocabulary
+    depends on them) and the sequence length the network was trained at (its spec's: the
+    rule that derives a length from the data may have changed since, as its cap did from
+    512 to 2,048 tokens). Images: none (their task does not depend on the seed).
     """
     attrs = study.user_attrs
     if not is_text_name(stored_dataset(study) or ""):
@@ -88,7 +90,8 @@ def data_options(study: optuna.Study) -> dict[str, Any]:
     for key, column in columns.items():
         if not isinstance(column, str):
             raise ExportError(f"study attr {key} must be a string, got {shown(column)}")
-    return {"seed": seed, **columns, "tokenizer": stored_tokenizer(study)}
+    tokenizer = stored_tokenizer(study)
+    return {"seed": seed, **columns, "tokenizer": tokenizer, "length": spec.input.width}
 
 
 def checked_normalisation(

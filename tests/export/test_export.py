@@ -409,6 +409,31 @@ def test_a_text_study_that_records_no_tokenizer_exports_as_words(
     assert vocab == load_data(text_study.dataset, seed=TEXT_SEED).vocab
 
 
+def test_a_text_network_exports_at_the_length_it_was_trained_at(
+    text_study: TextStudyRef, tmp_path: Path
+) -> None:
+    """The rule that derives a length from the data can change between versions (its cap
+    went from 512 to 2,048): the export loads the texts at the network's own length."""
+    from nas.data import Vocabulary
+
+    ref = copy_study(text_study, tmp_path)
+    study = optuna.load_study(study_name=ref.name, storage=ref.storage)
+    best = max(study.best_trials, key=lambda t: t.values[0])
+    spec = ArchSpec.from_dict(best.user_attrs["arch"])
+    derived = load_data(text_study.dataset, seed=TEXT_SEED).task.length
+    assert spec.input.width == derived
+    arch = best.user_attrs["arch"]
+    arch["input"]["width"] = derived - 3  # as trained under another rule
+    set_trial_attr(ref, best.number, "arch", arch)
+    out = tmp_path / "out"
+    dataset = ["--dataset", text_study.dataset]
+    assert (
+        export(ref, out, "--trial", str(best.number), "--weights", "--epochs", "1", *dataset) == 0
+    )
+    assert Vocabulary.load(out / "vocab.json").length == derived - 3
+    assert ArchSpec.from_json((out / "spec.json").read_text()).input.width == derived - 3
+
+
 # --------------------------------------------------------------------------- hostile studies
 
 
