@@ -42,6 +42,7 @@ from _common import default_trial_config, latency_ms, searched_lr
 
 from nas.data import Data, load_data
 from nas.model import ArchSpec, HeadSpec, InputSpec, StemSpec, build_model
+from nas.search import StudyError, load_existing_study
 from nas.stored import number
 from nas.train import TrainConfig, train
 
@@ -125,7 +126,10 @@ def our_fast_end(
     """The front at ``fast_ms`` or less (at least its fastest), each at the learning rate
     its trial searched, or ``lr`` where the search kept the recipe's; and the most epochs
     any of them trained (None: a study from before ``epochs_budget`` was recorded)."""
-    study = optuna.load_study(study_name=study_name, storage=url)
+    try:
+        study = load_existing_study(url, study_name)
+    except StudyError as e:  # an unknown name lists the studies there
+        raise SystemExit(f"error: {e}") from None
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     if not front:
         raise SystemExit(f"study {study_name!r} has no complete trial")

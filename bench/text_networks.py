@@ -9,13 +9,15 @@ hold networks that match a linear n-gram model, and what does a change to the la
                                                        # the same networks at another revision
     python bench/text_networks.py --mask-cost          # what masking costs in training time
     python bench/text_networks.py --dataset csv:bench/out/docstrings.csv --tokenizer ngrams
+    python bench/text_networks.py --only bag64 bag64_attention --tokenizer ngrams --lr 0.01
+                                                       # the recipe at another learning rate
 
 Each network trains ``--epochs`` on the training split with the text recipe
-(``TrainConfig.for_task("text")``: AdamW, lr 0.01) and is scored on the validation and the
-test split; mean ± standard deviation over ``--seeds`` (the seed sets the split and the
-initial weights). The baseline is ``text_corpus.tfidf_baseline`` (word 1-2-grams, C chosen
-on validation) for each seed. Last line ``best_gain: X``: the best network's mean test
-accuracy minus the baseline's, in points.
+(``TrainConfig.for_task("text")``: AdamW, lr 0.03 unless ``--lr``) and is scored on the
+validation and the test split; mean ± standard deviation over ``--seeds`` (the seed sets
+the split and the initial weights). The baseline is ``text_corpus.tfidf_baseline`` (word
+1-2-grams, C chosen on validation) for each seed. Last line ``best_gain: X``: the best
+network's mean test accuracy minus the baseline's, in points.
 
 ``--mask-cost`` trains each network ``--epochs`` with its padding mask and with the mask
 switched off (``Net.text = False``: the image path, where pads take part), alternating,
@@ -55,8 +57,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # name → (stem width, stages, global pool); the input and classes come from the data.
 NETWORKS: dict[str, tuple[int, tuple[StageSpec, ...], str]] = {
     # the mean of the tokens' embeddings into a linear layer (fastText)
+    "bag64": (64, (), "avg"),
     "bag128": (128, (), "avg"),
     "bag256": (256, (), "avg"),
+    # a learned weight per token (softmax over the text) in place of the mean
+    "bag64_attention": (64, (), "attention"),
     # the best network of issue 19's run on an unseen corpus
     "conv64": (256, (StageSpec("plain", 64, kernel=7),), "avgmax"),
     # the best of bench/text.py's 30-minute search on this corpus (before masking)
@@ -85,6 +90,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--dataset", default=DEFAULT_DATASET)
     parser.add_argument("--tokenizer", help="load_data's (default: words)")
+    parser.add_argument("--length", type=int, help="load_data's (default: from the data)")
+    parser.add_argument("--lr", type=float, help="default: the text recipe's")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--only", nargs="+", choices=NETWORKS, help="these networks only")
     parser.add_argument("--mask-cost", action="store_true", help="time masked vs unmasked")
@@ -100,7 +107,7 @@ def main() -> None:
     results: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     baseline: list[float] = []
     for seed in args.seeds:
-        data = load_data(args.dataset, seed=seed, tokenizer=args.tokenizer)
+        data = load_data(args.dataset, seed=seed, tokenizer=args.tokenizer, length=args.length)
         base = tfidf_baseline(args.dataset, seed=seed)
         baseline.append(float(base["test_accuracy"]))
         print(f"seed {seed}: baseline test {baseline[-1]:.4f} (C {base['C']})", flush=True)
@@ -108,6 +115,7 @@ def main() -> None:
             spec = network(name, data)
             model = build_model(spec, seed=seed)
             config = replace(TrainConfig.for_task("text"), epochs=args.epochs, seed=seed)
+            config = replace(config, lr=args.lr or config.lr)
             t0 = time.perf_counter()
             train(model, data, config)
             seconds = time.perf_counter() - t0
@@ -118,7 +126,8 @@ def main() -> None:
                 f"  {name:13s} val {val:.4f} test {test:.4f} {seconds:6.1f} s  {spec.summary()}",
                 flush=True,
             )
-    print(f"\n{len(args.seeds)} seed(s), {args.epochs:g} epochs; mean ± sd over seeds")
+    lr = args.lr or TrainConfig.for_task("text").lr
+    print(f"\n{len(args.seeds)} seed(s), {args.epochs:g} epochs, lr {lr:g}; mean ± sd over seeds")
     print(f"{'network':13s} {'val':>15s} {'test':>15s} {'train s':>8s}")
 
     def ms(values: list[float]) -> str:
