@@ -164,6 +164,11 @@ def _call(call: Call | str, prefix: str, tail: str, indent: int) -> list[str]:
     return wrap(prefix + call[0], call[1], tail, indent)
 
 
+def folds_batchnorm(spec: ArchSpec) -> bool:
+    """Whether an image model's code has convs with BatchNorm, so ``fold_batchnorm``."""
+    return not spec.input.is_text and "batch" in _convs_norms_acts(spec)[0]
+
+
 def _convs_norms_acts(spec: ArchSpec) -> tuple[list[str], list[str]]:
     """The norms and activations of the model's convs: a text stem (an embedding) and an
     absent one have none."""
@@ -311,6 +316,21 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 '''
 
+# nas.model.fold_batchnorm, which the latency measurement applies.
+FOLD_BATCHNORM = '''
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """For inference (net in eval mode), in place: each Conv2d followed by a BatchNorm2d
+    becomes one conv with the norm folded in: the same outputs, one call less per conv,
+    as the latency in README.md was measured."""
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, norm = seq[i], seq[i + 1]
+            if type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d:
+                seq[i] = fuse_conv_bn_eval(conv, norm)
+                seq[i + 1] = nn.Identity()
+    return net
+'''
+
 # Tokenises exactly like nas.data.Vocabulary (tests/export/test_encode.py checks every
 # tokenizer without nas importable, tests/export/test_export.py real exports): lower-cased
 # words by WORD_PATTERN, UTF-8 bytes, or ngrams (each word, its bigram with the word
@@ -452,6 +472,8 @@ def render_code(
     if "F." in body:
         torch_imports.append("import torch.nn.functional as F")
     torch_imports.append("from torch import nn")
+    if "fuse_conv_bn_eval(" in body:
+        torch_imports.append("from torch.nn.utils.fusion import fuse_conv_bn_eval")
     groups = [["from __future__ import annotations"], stdlib, torch_imports]
     imports = "\n\n".join("\n".join(group) for group in groups if group).split("\n")
     constants = (
@@ -489,7 +511,8 @@ def _image_pieces(spec: ArchSpec, m: _Model, net: str) -> list[str]:
         pieces.append(image.ATTENTION_POOL)
     if spec.global_pool == "attention":
         pieces.append(image.ATTENTION_GLOBAL_POOL)
-    return [*pieces, *([image.STAGE] if spec.stages else []), net, PREPROCESS]
+    folds = [FOLD_BATCHNORM] if folds_batchnorm(spec) else []
+    return [*pieces, *([image.STAGE] if spec.stages else []), net, PREPROCESS, *folds]
 
 
 def _text_pieces(spec: ArchSpec, m: _Model, net: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
+from nas.export._codegen import folds_batchnorm
 from nas.export._retrain import Retrained
 from nas.model import ArchSpec
 from nas.stored import code_text, figure, markdown_text
@@ -44,6 +45,13 @@ def _usage(spec: ArchSpec) -> str:
     )
 
 
+def _fold(spec: ArchSpec) -> str:
+    """The usage line that folds BatchNorm for inference, where model.py has it."""
+    if not folds_batchnorm(spec):
+        return ""
+    return "    model = fold_batchnorm(model)  # inference only: the latency is measured so\n"
+
+
 def model_docstring(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec, weights: bool) -> str:
     """model.py's docstring: constant text, formatted figures and code_text only."""
     f = _figures(trial)
@@ -63,6 +71,7 @@ def model_docstring(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec, wei
             "    from safetensors.torch import load_file\n"
             "    model = Net().eval()\n"
             '    model.load_state_dict(load_file("model.safetensors"))\n'
+            f"{_fold(spec)}"
             f"    {_usage(spec)}"
         )
     return head + (
@@ -121,6 +130,9 @@ def readme(
         "import torch\nfrom safetensors.torch import load_file\n" if weights else "import torch\n"
     )
     load = 'model.load_state_dict(load_file("model.safetensors"))\n' if weights else ""
+    if weights and folds_batchnorm(spec):
+        helper += ", fold_batchnorm"
+        load += "model = fold_batchnorm(model)  # inference only: latency is measured so\n"
     if weights:
         after = f"`model.onnx` takes {onnx_input}, batch dynamic."
     else:

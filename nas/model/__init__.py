@@ -9,7 +9,7 @@ from nas.model._budget import (
     attention_budget_bytes,
     check_budget_mb,
 )
-from nas.model._builder import Stage, build_attention, build_model
+from nas.model._builder import Stage, build_attention, build_model, fold_batchnorm
 from nas.model._plain import ArchSpecError
 from nas.model._spec import (
     ATTENTION_FIELDS,
@@ -45,6 +45,7 @@ __all__ = [
     "build_attention",
     "build_model",
     "check_budget_mb",
+    "fold_batchnorm",
     "layers",
     "score_bytes",
 ]

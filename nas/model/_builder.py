@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from nas.model import layers
 from nas.model._spec import ArchSpec, AttentionSpec, StageSpec
@@ -131,3 +132,19 @@ def build_model(spec: ArchSpec, seed: int | None = 0) -> Net:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Net(spec)
+
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """For inference, in place: each ``Conv2d`` followed by a ``BatchNorm2d`` in a
+    sequential module (``layers.ConvNormAct``) becomes one conv, the norm's eval-mode
+    affine map folded into its weights and bias, and the norm an identity. Exact in eval
+    mode (``net`` must be in it), as ONNX Runtime and ``torch.jit.freeze`` fold; at batch 1
+    on a CPU the norm's call is about 1/6 of a one-conv network's latency (the README's fast
+    end). Returns ``net``."""
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, norm = seq[i], seq[i + 1]
+            if type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d:
+                seq[i] = fuse_conv_bn_eval(conv, norm)
+                seq[i + 1] = nn.Identity()
+    return net

@@ -64,6 +64,13 @@ for case in cases:
     x, expected = torch.load(case["io"])
     with torch.inference_mode():
         torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-5)
+    if hasattr(module, "fold_batchnorm"):  # for inference: the same outputs, fewer norms
+        norms = lambda m: sum(isinstance(n, torch.nn.BatchNorm2d) for n in m.modules())
+        before = norms(net)
+        folded = module.fold_batchnorm(net)
+        assert norms(folded) < before, case["name"]
+        with torch.inference_mode():
+            torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5)
     if "vocab" in case:  # encode() reads vocab.json with the standard library only
         ids = module.encode(case["texts"], case["vocab"])
         assert ids.dtype == torch.int64 and ids.tolist() == case["ids"], case["name"]
@@ -354,6 +361,7 @@ def test_exported_code_equals_built_model_for_every_op(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{len(cases)} ok" in done.stdout
+    assert sum(codegen.folds_batchnorm(spec) for _, spec in all_specs) >= 10
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import torch
 from torch import nn
 
-from nas.model import ArchSpec, AttentionSpec, HeadSpec, InputSpec, StageSpec, StemSpec, build_model
+from nas.model import (
+    ArchSpec,
+    AttentionSpec,
+    HeadSpec,
+    InputSpec,
+    StageSpec,
+    StemSpec,
+    build_model,
+    fold_batchnorm,
+)
 
 
 def spec() -> ArchSpec:
@@ -93,3 +105,23 @@ def test_text_model_embeds_then_runs_1d_layers_under_the_same_paths() -> None:
     assert out.shape == (4, 3)
     out.sum().backward()
     assert model.stem.weight.grad is not None
+
+
+def test_fold_batchnorm_gives_the_same_outputs_with_no_batchnorm_left_in_a_conv() -> None:
+    model = build_model(spec(), seed=0)
+    x = torch.randn(4, 3, 16, 16)
+    model.train()
+    model(x)  # running statistics other than the initial 0 and 1
+    model.eval()
+    with torch.inference_mode():
+        expected = model(x)
+    norms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    folded = fold_batchnorm(copy.deepcopy(model))
+    left = sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert left < norms and isinstance(folded.stem[1], nn.Identity)
+    assert folded.stem[0].bias is not None  # the norm's shift, now the conv's
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5)
+    # GroupNorm is no per-channel affine map in eval: it stays.
+    grouped = build_model(replace(spec(), stem=StemSpec(8, norm="group")), seed=0).eval()
+    assert isinstance(fold_batchnorm(grouped).stem[1], nn.GroupNorm)

@@ -190,3 +190,9 @@ def test_fingerprint_has_the_keys() -> None:
     assert fp["torch"] == torch.__version__
     assert isinstance(fp["cpu"], str) and fp["cpu"]
     assert fp["torch_threads"] == torch.get_num_threads()
+
+
+def test_latency_folds_batchnorm_in_its_copy_only() -> None:
+    model = nn.Sequential(nn.Conv2d(16, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).train()
+    measure_latency(model, SHAPE, threads=1, min_run_time=0.01)
+    assert isinstance(model[1], nn.BatchNorm2d) and model.training
