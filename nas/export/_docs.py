@@ -45,11 +45,8 @@ def _usage(spec: ArchSpec) -> str:
     )
 
 
-def _fold(spec: ArchSpec) -> str:
-    """The usage line that folds BatchNorm for inference, where model.py has it."""
-    if not folds_batchnorm(spec):
-        return ""
-    return "    model = fold_batchnorm(model)  # inference only: the latency is measured so\n"
+# The usage line where model.py has fold_batchnorm (an image network with BatchNorm).
+FOLD_USAGE = "model = fold_batchnorm(model)  # inference only: latency is measured so\n"
 
 
 def model_docstring(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec, weights: bool) -> str:
@@ -71,7 +68,7 @@ def model_docstring(study: optuna.Study, trial: FrozenTrial, spec: ArchSpec, wei
             "    from safetensors.torch import load_file\n"
             "    model = Net().eval()\n"
             '    model.load_state_dict(load_file("model.safetensors"))\n'
-            f"{_fold(spec)}"
+            f"{'    ' + FOLD_USAGE if folds_batchnorm(spec) else ''}"
             f"    {_usage(spec)}"
         )
     return head + (
@@ -132,7 +129,7 @@ def readme(
     load = 'model.load_state_dict(load_file("model.safetensors"))\n' if weights else ""
     if weights and folds_batchnorm(spec):
         helper += ", fold_batchnorm"
-        load += "model = fold_batchnorm(model)  # inference only: latency is measured so\n"
+        load += FOLD_USAGE
     if weights:
         after = f"`model.onnx` takes {onnx_input}, batch dynamic."
     else:

@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -407,6 +408,16 @@ def test_generated_code_has_only_what_the_model_uses() -> None:
     assert "self.position" not in conv_class and "rel_table" not in conv_class
     assert "import nas" not in code and "from nas" not in code
     assert "x.flatten(1)" in code
+
+
+def test_fold_batchnorm_only_where_a_conv_has_batchnorm() -> None:
+    batch = replace(EXTRA[1], stem=replace(EXTRA[1].stem, norm="batch"))
+    code = codegen.render_code(batch, docstring="x", mean=(0.5,), std=(0.25,))
+    assert codegen.folds_batchnorm(batch) and "def fold_batchnorm(" in code
+    assert "from torch.nn.utils.fusion import fuse_conv_bn_eval" in code
+    mlp = codegen.render_code(EXTRA[2], docstring="x", mean=(0.5,), std=(0.25,))
+    assert not codegen.folds_batchnorm(EXTRA[2]) and "fold_batchnorm" not in mlp
+    assert not codegen.folds_batchnorm(EXTRA_TEXT[0])  # text convs: masked norms, kept
 
 
 def test_fast_end_code_has_no_conv_helpers_it_does_not_use() -> None:

@@ -154,6 +154,7 @@ def test_weights_retrain_safetensors_and_onnx(
     doc = docstring_of(out / "model.py")
     assert "safetensors package" in doc and 'load_file("model.safetensors")' in doc
     assert "No weights" not in doc and "needs only" not in (out / "README.md").read_text()
+    assert "fold_batchnorm" not in doc + readme  # seed_cnn has no norm to fold
     module = load_module(out / "model.py")
     net = module.Net().eval()
     state = load_file(out / "model.safetensors")
