@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nas.data import Tokenizer
+from nas.data import MAX_LENGTH, Tokenizer, is_text_name
 from nas.model import Task, TaskKind, attention_budget_bytes
 from nas.search._objective import MIN_STEPS_JUDGED, Limits
 from nas.train import TrainConfig
@@ -143,4 +143,11 @@ def comparable_settings(s: Settings) -> dict[str, Any]:
         "grad_clip": TrainConfig().grad_clip,
         "lr_factor": s.lr_factor,
         "promotions": s.promotions,
+        # Latency of the network as deployed (nas.model.fold_batchnorm).
+        "latency_form": "batchnorm folded",
+        **(
+            {"text_lr": TrainConfig.for_task("text").lr, "text_max_length": MAX_LENGTH}
+            if is_text_name(s.dataset)
+            else {}
+        ),
     }

@@ -82,6 +82,14 @@ SEARCH_STORAGES = (
 
 # What a study made before a key was recorded used: its trials were searched so.
 ABSENT_MEANS: dict[str, Any] = {"tokenizer": "words"}
+# What the trials of a study whose settings were recorded before these were (comparable
+# settings, nas.search._settings) had: latency timed with BatchNorm unfolded; text
+# trained at lr 0.01 on at most 512 tokens.
+SETTINGS_ABSENT_MEANS: dict[str, Any] = {
+    "latency_form": "batchnorm unfolded",
+    "text_lr": 0.01,
+    "text_max_length": 512,
+}
 
 
 class StudyError(NasError):
@@ -335,17 +343,24 @@ def _check_settings(study: optuna.Study, given: dict[str, Any], allow: bool) -> 
 
     A difference is refused with both values named, unless ``allow``: then the new value
     is recorded, and the change appended to the user attr ``settings_changes`` (with the
-    number of trials before it), so a mixed front can be told apart later.
+    number of trials before it), so a mixed front can be told apart later. A study that
+    recorded its settings before some were (it lacks them) had what
+    :data:`SETTINGS_ABSENT_MEANS` says.
     """
     attrs = study.user_attrs
-    changed = {k: v for k, v in given.items() if k in attrs and attrs[k] != v}
+    made_before = "epochs" in attrs  # an earlier run recorded its settings
+    recorded = dict(attrs)
+    for key, value in SETTINGS_ABSENT_MEANS.items():
+        if made_before and key not in attrs:
+            recorded[key] = value
+    changed = {k: v for k, v in given.items() if k in recorded and recorded[k] != v}
     for key, value in given.items():
-        if key not in attrs:
+        if key not in attrs and key not in changed:
             study.set_user_attr(key, value)
     if not changed:
         return
     if not allow:
-        shown = "; ".join(f"{k} {attrs[k]!r} (this run: {v!r})" for k, v in changed.items())
+        shown = "; ".join(f"{k} {recorded[k]!r} (this run: {v!r})" for k, v in changed.items())
         raise StudyError(
             f"study {study.study_name!r} was made with other settings: {shown}. Trials "
             "trained or measured otherwise would be compared on one front: use another "
@@ -354,7 +369,7 @@ def _check_settings(study: optuna.Study, given: dict[str, Any], allow: bool) -> 
     log = attrs.get("settings_changes")
     log = log if isinstance(log, list) else []
     for key, value in changed.items():
-        log.append({"setting": key, "was": attrs[key], "now": value, "after": len(study.trials)})
+        log.append({"setting": key, "was": recorded[key], "now": value, "after": len(study.trials)})
         study.set_user_attr(key, value)
     study.set_user_attr("settings_changes", log)
 

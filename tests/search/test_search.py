@@ -443,6 +443,28 @@ def test_a_resume_with_other_settings_is_refused_or_recorded(tmp_path: Path) -> 
     ]
 
 
+def test_a_study_recorded_before_a_setting_existed_had_its_old_value(tmp_path: Path) -> None:
+    from nas.search import StudyError, build_study
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    common = ["--dataset", "digits", "--storage", url, "--study-name", "old"]
+    made = build_study(settings_from(parse_args(common)), worker=False)
+    assert made.user_attrs["latency_form"] == "batchnorm folded"
+    # As a study made before latency was timed with BatchNorm folded: no such attr.
+    db = sqlite3.connect(f"{tmp_path}/old.db")
+    with db:
+        db.execute("DELETE FROM study_user_attributes WHERE key = 'latency_form'")
+    db.close()
+    with pytest.raises(StudyError, match=r"latency_form 'batchnorm unfolded' \(this run: 'bat"):
+        build_study(settings_from(parse_args(common)), worker=False)
+    assert "latency_form" not in load(url, "old").user_attrs  # nothing recorded
+    allowed = parse_args([*common, "--allow-changed-settings"])
+    mixed = build_study(settings_from(allowed), worker=False)
+    change = {"setting": "latency_form", "was": "batchnorm unfolded", "now": "batchnorm folded"}
+    assert mixed.user_attrs["settings_changes"] == [change | {"after": 0}]
+    assert mixed.user_attrs["latency_form"] == "batchnorm folded"
+
+
 def test_workers_on_one_study_draw_different_trials_and_enqueue_baselines_once(
     tmp_path: Path,
 ) -> None:
