@@ -104,6 +104,7 @@ def main() -> None:
     if args.mask_cost:
         mask_cost(names, args.epochs, args.rounds, args.dataset)
         return
+    lr = args.lr or TrainConfig.for_task("text").lr
     results: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     baseline: list[float] = []
     for seed in args.seeds:
@@ -114,8 +115,7 @@ def main() -> None:
         for name in names:
             spec = network(name, data)
             model = build_model(spec, seed=seed)
-            config = replace(TrainConfig.for_task("text"), epochs=args.epochs, seed=seed)
-            config = replace(config, lr=args.lr or config.lr)
+            config = replace(TrainConfig.for_task("text"), epochs=args.epochs, seed=seed, lr=lr)
             t0 = time.perf_counter()
             train(model, data, config)
             seconds = time.perf_counter() - t0
@@ -126,7 +126,6 @@ def main() -> None:
                 f"  {name:13s} val {val:.4f} test {test:.4f} {seconds:6.1f} s  {spec.summary()}",
                 flush=True,
             )
-    lr = args.lr or TrainConfig.for_task("text").lr
     print(f"\n{len(args.seeds)} seed(s), {args.epochs:g} epochs, lr {lr:g}; mean ± sd over seeds")
     print(f"{'network':13s} {'val':>15s} {'test':>15s} {'train s':>8s}")
 

@@ -349,10 +349,7 @@ def _check_settings(study: optuna.Study, given: dict[str, Any], allow: bool) -> 
     """
     attrs = study.user_attrs
     made_before = "epochs" in attrs  # an earlier run recorded its settings
-    recorded = dict(attrs)
-    for key, value in SETTINGS_ABSENT_MEANS.items():
-        if made_before and key not in attrs:
-            recorded[key] = value
+    recorded = {**SETTINGS_ABSENT_MEANS, **attrs} if made_before else attrs
     changed = {k: v for k, v in given.items() if k in recorded and recorded[k] != v}
     for key, value in given.items():
         if key not in attrs and key not in changed:
