@@ -11,6 +11,8 @@ hold networks that match a linear n-gram model, and what does a change to the la
     python bench/text_networks.py --dataset csv:bench/out/docstrings.csv --tokenizer ngrams
     python bench/text_networks.py --only bag64 bag64_attention --tokenizer ngrams --lr 0.01
                                                        # the recipe at another learning rate
+    python bench/text_networks.py --only bag64_attention --token-dropout 0 0.1 0.2 0.3
+                                                       # each network at each word dropout
 
 Each network trains ``--epochs`` on the training split with the text recipe
 (``TrainConfig.for_task("text")``: AdamW, lr 0.03 unless ``--lr``) and is scored on the
@@ -92,6 +94,9 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="load_data's (default: words)")
     parser.add_argument("--length", type=int, help="load_data's (default: from the data)")
     parser.add_argument("--lr", type=float, help="default: the text recipe's")
+    parser.add_argument(
+        "--token-dropout", type=float, nargs="+", help="one or more (default: the recipe's)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--only", nargs="+", choices=NETWORKS, help="these networks only")
     parser.add_argument("--mask-cost", action="store_true", help="time masked vs unmasked")
@@ -104,26 +109,29 @@ def main() -> None:
     if args.mask_cost:
         mask_cost(names, args.epochs, args.rounds, args.dataset)
         return
-    lr = args.lr or TrainConfig.for_task("text").lr
-    results: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
+    recipe = TrainConfig.for_task("text")
+    lr = args.lr or recipe.lr
+    rates = args.token_dropout or [recipe.token_dropout]
+    runs = [(n, p, n if len(rates) == 1 else f"{n}@{p:g}") for n in names for p in rates]
+    results: dict[str, list[tuple[float, float, float]]] = {key: [] for _, _, key in runs}
     baseline: list[float] = []
     for seed in args.seeds:
         data = load_data(args.dataset, seed=seed, tokenizer=args.tokenizer, length=args.length)
         base = tfidf_baseline(args.dataset, seed=seed)
         baseline.append(float(base["test_accuracy"]))
         print(f"seed {seed}: baseline test {baseline[-1]:.4f} (C {base['C']})", flush=True)
-        for name in names:
+        for name, rate, key in runs:
             spec = network(name, data)
             model = build_model(spec, seed=seed)
-            config = replace(TrainConfig.for_task("text"), epochs=args.epochs, seed=seed, lr=lr)
+            config = replace(recipe, epochs=args.epochs, seed=seed, lr=lr, token_dropout=rate)
             t0 = time.perf_counter()
             train(model, data, config)
             seconds = time.perf_counter() - t0
             val = evaluate(model, data.val, (), ())
             test = evaluate(model, data.test, (), ())
-            results[name].append((val, test, seconds))
+            results[key].append((val, test, seconds))
             print(
-                f"  {name:13s} val {val:.4f} test {test:.4f} {seconds:6.1f} s  {spec.summary()}",
+                f"  {key:13s} val {val:.4f} test {test:.4f} {seconds:6.1f} s  {spec.summary()}",
                 flush=True,
             )
     print(f"\n{len(args.seeds)} seed(s), {args.epochs:g} epochs, lr {lr:g}; mean ± sd over seeds")
@@ -133,13 +141,13 @@ def main() -> None:
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.4f} ± {sd:.4f}"
 
-    for name in names:
-        vals, tests, secs = zip(*results[name], strict=True)
+    for key, rows in results.items():
+        vals, tests, secs = zip(*rows, strict=True)
         print(
-            f"{name:13s} {ms(list(vals)):>15s} {ms(list(tests)):>15s} {statistics.mean(secs):8.1f}"
+            f"{key:13s} {ms(list(vals)):>15s} {ms(list(tests)):>15s} {statistics.mean(secs):8.1f}"
         )
     print(f"{'tfidf+lr':13s} {'':>15s} {ms(baseline):>15s}")
-    best = max(names, key=lambda n: statistics.mean(t for _, t, _ in results[n]))
+    best = max(results, key=lambda k: statistics.mean(t for _, t, _ in results[k]))
     gain = 100 * (statistics.mean(t for _, t, _ in results[best]) - statistics.mean(baseline))
     print(f"best: {best}")
     print(f"best_gain: {gain:.2f}")

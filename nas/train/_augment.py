@@ -1,9 +1,9 @@
-"""Batched, on-device image augmentation for uint8 batches.
+"""Batched, on-device augmentation: uint8 image batches, and token-id batches (word dropout).
 
-Every function takes a whole batch ``(N, C, H, W)`` and draws its randomness from an
-explicit :class:`torch.Generator`, never from the global RNG, so a trainer seeded once
-replays the same augmentations. There is no per-sample Python: each transform is a
-handful of tensor ops whatever the batch size.
+Every function takes a whole batch (images ``(N, C, H, W)``, token ids ``(N, L)``) and
+draws its randomness from an explicit :class:`torch.Generator`, never from the global RNG,
+so a trainer seeded once replays the same augmentations. There is no per-sample Python:
+each transform is a handful of tensor ops whatever the batch size.
 
 Randomness is drawn on the generator's device and moved to the batch's device, so a CPU
 generator can drive a CUDA batch (the draws are a few ints per image; the transfer is
@@ -13,7 +13,8 @@ The choices follow airbench (github.com/KellerJordan/cifar10-airbench), the fast
 small-image trainer: random translation by up to ``pad`` pixels implemented as a crop of a
 reflect-padded image, random horizontal flips, and the padding done once for the whole
 dataset rather than per batch (see :func:`pad`, :func:`crop_padded`). Cutout (DeVries &
-Taylor, 2017) is optional and off by default; airbench does without it.
+Taylor, 2017) is optional and off by default; airbench does without it. Text gets word
+dropout (:func:`drop_tokens`).
 """
 
 from __future__ import annotations
@@ -165,6 +166,24 @@ def augment_padded(x_padded: Tensor, config: AugmentConfig, generator: torch.Gen
     if config.cutout:
         x = cutout(x, config.cutout, generator)
     return x
+
+
+def drop_tokens(ids: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """Word dropout (Iyyer et al., 2015): each token of a ``(N, L)`` batch of ids becomes
+    padding (id 0, which the layers' mask skips) with probability ``p``. A text that would
+    lose every token keeps its first, so each still has a word to pool."""
+    if ids.dim() != 2 or ids.is_floating_point():
+        raise AugmentError(f"expected token ids shaped (N, L), got {ids.dtype} {tuple(ids.shape)}")
+    if not 0 <= p < 1:
+        raise AugmentError(f"token dropout must be in [0, 1), got {p!r}")
+    if p == 0:
+        return ids
+    real = ids != 0
+    u = torch.rand(ids.shape, generator=generator, device=generator.device).to(ids.device)
+    drop = (u < p) & real
+    emptied = ~(real & ~drop).any(dim=1)
+    drop[:, 0] &= ~emptied
+    return ids.masked_fill(drop, 0)
 
 
 def normalize(

@@ -64,6 +64,8 @@ class TrainConfig:
         pad_mode: ``reflect`` or ``zeros`` padding for the translation.
         flip: random horizontal flips, applied only when the dataset allows them.
         cutout: side of the cutout square (0 disables).
+        token_dropout: text only: each training token becomes padding with this
+            probability (word dropout, :func:`nas.train._augment.drop_tokens`).
         precision: ``auto`` (bf16 where the device gains, else fp32), ``bf16``, ``fp32``.
         memory_format: ``auto``, ``channels_last`` or ``contiguous``.
         report_every: epochs between rungs (evaluate + report); None evaluates at the end only.
@@ -103,6 +105,7 @@ class TrainConfig:
     pad_mode: aug.PadMode = "reflect"
     flip: bool = True
     cutout: int = 0
+    token_dropout: float = 0.0
     precision: Precision = "auto"
     memory_format: MemoryFormat = "auto"
     report_every: float | None = 1.0
@@ -135,6 +138,7 @@ class TrainConfig:
         need(0 <= self.start_factor <= 1, "start_factor", "in [0, 1]")
         need(0 <= self.end_factor <= 1, "end_factor", "in [0, 1]")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
+        need(0 <= self.token_dropout < 1, "token_dropout", "in [0, 1)")
         need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "None or > 0")
         need(self.precision in ("auto", "bf16", "fp32"), "precision", "'auto', 'bf16' or 'fp32'")
         need(

@@ -321,7 +321,7 @@ def _train(
     use_tta = config.tta and data.flip and not text
 
     # Pad the whole training set once (airbench): per batch only a crop remains. Token ids
-    # are never augmented (crop_pad, flip and cutout apply to images only).
+    # get word dropout only (crop_pad, flip and cutout apply to images only).
     if text:
         x_train = data.train.x.to(dev)
     else:
@@ -414,7 +414,7 @@ def _train(
             perm = torch.randperm(n, generator=generator, device=dev)
         idx = perm[i * batch : (i + 1) * batch]
         if text:
-            xb = x_train[idx]
+            xb = aug.drop_tokens(x_train[idx], config.token_dropout, generator)
         else:
             xb = aug.augment_padded(x_train[idx], augment_cfg, generator)
             xb = prepare(xb, data.mean, data.std, channels_last)

@@ -740,6 +740,21 @@ def test_trainer_learns_a_text_task(tmp_path: Path) -> None:
     assert test >= 0.75 and not math.isnan(test)
 
 
+def test_word_dropout_trains_a_text_task_and_changes_what_it_learns(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "train.csv", make_rows(60))
+    data: Data = load_data(f"csv:{path}", seed=0)
+    weights = []
+    for p in (0.0, 0.3):
+        torch.manual_seed(0)
+        model = BagOfEmbeddings(data.task.vocab_size, data.task.classes)
+        config = TrainConfig.for_task(
+            "text", epochs=4, batch_size=16, token_dropout=p, precision="fp32", threads=1
+        )
+        assert train(model, data, config).val_accuracy >= 0.75  # chance is 0.25
+        weights.append(next(model.parameters()).detach().clone())
+    assert not torch.equal(*weights)  # the dropout acted
+
+
 # --------------------------------------------------------------------------- search CLI
 
 

@@ -133,3 +133,32 @@ def test_bad_settings_are_refused() -> None:
         aug.pad(torch.zeros(1, 1, 3, 3, dtype=torch.uint8), 3, "reflect")
     with pytest.raises(aug.AugmentError, match=r"\(N, C, H, W\)"):
         aug.random_flip(torch.zeros(3, 3, dtype=torch.uint8), _gen())
+
+
+def test_token_dropout_pads_about_p_of_the_tokens_and_leaves_padding_alone() -> None:
+    ids = torch.randint(1, 1000, (256, 40), generator=_gen(1))
+    ids[:, 30:] = 0  # every text 30 tokens, then padding
+    out = aug.drop_tokens(ids, 0.25, _gen())
+    assert out.shape == ids.shape and out.dtype == ids.dtype
+    dropped = (out == 0) & (ids != 0)
+    assert 0.22 < dropped[:, :30].float().mean().item() < 0.28
+    assert torch.equal(out[out != 0], ids[out != 0])  # a kept token is unchanged
+    assert (out[:, 30:] == 0).all()
+    assert torch.equal(out, aug.drop_tokens(ids, 0.25, _gen()))  # a seed replays
+    assert not torch.equal(out, aug.drop_tokens(ids, 0.25, _gen(1)))
+    assert aug.drop_tokens(ids, 0.0, _gen()) is ids
+
+
+def test_token_dropout_never_empties_a_text() -> None:
+    ids = torch.zeros(500, 6, dtype=torch.long)
+    ids[:, :2] = torch.randint(1, 50, (500, 2), generator=_gen(2))  # two-token texts
+    out = aug.drop_tokens(ids, 0.9, _gen())
+    assert ((out != 0).sum(dim=1) >= 1).all()
+    assert (out[:, 0] == 0).any()  # the first token goes too where the second stays
+
+
+def test_token_dropout_refuses_images_and_bad_rates() -> None:
+    with pytest.raises(aug.AugmentError, match=r"\(N, L\)"):
+        aug.drop_tokens(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), 0.1, _gen())
+    with pytest.raises(aug.AugmentError, match="token dropout must be in"):
+        aug.drop_tokens(torch.ones(2, 4, dtype=torch.long), 1.0, _gen())

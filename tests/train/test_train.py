@@ -338,6 +338,7 @@ def test_bf16_autocast_trains() -> None:
         ("crop_pad", -1, "crop_pad"),
         ("precision", "fp16", "precision"),
         ("report_every", 0, "report_every"),
+        ("token_dropout", 1.0, "token_dropout"),
     ],
 )
 def test_bad_config_is_refused(field: str, value: object, match: str) -> None:
