@@ -9,15 +9,16 @@ hold networks that match a linear n-gram model, and what does a change to the la
                                                        # the same networks at another revision
     python bench/text_networks.py --mask-cost          # what masking costs in training time
     python bench/text_networks.py --dataset csv:bench/out/docstrings.csv --tokenizer ngrams
-    python bench/text_networks.py --only bag64 bag64_attention --tokenizer ngrams --lr 0.01
+    python bench/text_networks.py --only bag64 bag64_attention --tokenizer ngrams --vary lr=0.01
                                                        # the recipe at another learning rate
-    python bench/text_networks.py --only bag64_attention --token-dropout 0 0.1 0.2 0.3
+    python bench/text_networks.py --only bag64_attention --vary token_dropout=0,0.1,0.2,0.3
                                                        # each network at each word dropout
 
 Each network trains ``--epochs`` on the training split with the text recipe
-(``TrainConfig.for_task("text")``: AdamW, lr 0.03 unless ``--lr``) and is scored on the
-validation and the test split; mean ± standard deviation over ``--seeds`` (the seed sets
-the split and the initial weights). The baseline is ``text_corpus.tfidf_baseline`` (word
+(``TrainConfig.for_task("text")``: AdamW, lr 0.03), once per value of ``--vary
+FIELD=V[,V...]`` (one of the recipe's fields) if given, and is scored on the validation and
+the test split; mean ± standard deviation over ``--seeds`` (the seed sets the split and the
+initial weights). The baseline is ``text_corpus.tfidf_baseline`` (word
 1-2-grams, C chosen on validation) for each seed. Last line ``best_gain: X``: the best
 network's mean test accuracy minus the baseline's, in points.
 
@@ -30,12 +31,14 @@ unmasked per network; last line ``mask_cost: X``, the largest ratio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
@@ -93,9 +96,11 @@ def main() -> None:
     parser.add_argument("--dataset", default=DEFAULT_DATASET)
     parser.add_argument("--tokenizer", help="load_data's (default: words)")
     parser.add_argument("--length", type=int, help="load_data's (default: from the data)")
-    parser.add_argument("--lr", type=float, help="default: the text recipe's")
     parser.add_argument(
-        "--token-dropout", type=float, nargs="+", help="one or more (default: the recipe's)"
+        "--vary",
+        type=vary,
+        metavar="FIELD=V[,V...]",
+        help="train each network with this TrainConfig field at each value",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--only", nargs="+", choices=NETWORKS, help="these networks only")
@@ -109,10 +114,10 @@ def main() -> None:
     if args.mask_cost:
         mask_cost(names, args.epochs, args.rounds, args.dataset)
         return
-    recipe = TrainConfig.for_task("text")
-    lr = args.lr or recipe.lr
-    rates = args.token_dropout or [recipe.token_dropout]
-    runs = [(n, p, n if len(rates) == 1 else f"{n}@{p:g}") for n in names for p in rates]
+    recipe = replace(TrainConfig.for_task("text"), epochs=args.epochs)
+    field, values = args.vary or ("", [])
+    variants = [(f"@{v}", {field: v}) for v in values] or [("", {})]
+    runs = [(n, change, n + suffix) for n in names for suffix, change in variants]
     results: dict[str, list[tuple[float, float, float]]] = {key: [] for _, _, key in runs}
     baseline: list[float] = []
     for seed in args.seeds:
@@ -120,10 +125,10 @@ def main() -> None:
         base = tfidf_baseline(args.dataset, seed=seed)
         baseline.append(float(base["test_accuracy"]))
         print(f"seed {seed}: baseline test {baseline[-1]:.4f} (C {base['C']})", flush=True)
-        for name, rate, key in runs:
+        for name, change, key in runs:
             spec = network(name, data)
             model = build_model(spec, seed=seed)
-            config = replace(recipe, epochs=args.epochs, seed=seed, lr=lr, token_dropout=rate)
+            config = replace(recipe, seed=seed, **change)
             t0 = time.perf_counter()
             train(model, data, config)
             seconds = time.perf_counter() - t0
@@ -134,7 +139,8 @@ def main() -> None:
                 f"  {key:13s} val {val:.4f} test {test:.4f} {seconds:6.1f} s  {spec.summary()}",
                 flush=True,
             )
-    print(f"\n{len(args.seeds)} seed(s), {args.epochs:g} epochs, lr {lr:g}; mean ± sd over seeds")
+    varied = f", {field} {','.join(map(str, values))}" if values else ""
+    print(f"\n{len(args.seeds)} seed(s), {args.epochs:g} epochs{varied}; mean ± sd over seeds")
     print(f"{'network':13s} {'val':>15s} {'test':>15s} {'train s':>8s}")
 
     def ms(values: list[float]) -> str:
@@ -151,6 +157,34 @@ def main() -> None:
     gain = 100 * (statistics.mean(t for _, t, _ in results[best]) - statistics.mean(baseline))
     print(f"best: {best}")
     print(f"best_gain: {gain:.2f}")
+
+
+def vary(text: str) -> tuple[str, list[Any]]:
+    """``FIELD=V[,V...]`` → the TrainConfig field and its values, typed as its default is."""
+    field, sep, values = text.partition("=")
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    if not sep or field not in fields:
+        raise argparse.ArgumentTypeError(f"want FIELD=V[,V...] with FIELD one of {fields}")
+    default = getattr(TrainConfig.for_task("text"), field)
+    return field, [typed(v, default) for v in values.split(",")]
+
+
+def typed(text: str, default: Any) -> Any:
+    if text.lower() == "none":
+        return None
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false"):
+            raise argparse.ArgumentTypeError(f"want true or false, got {text!r}")
+        return text.lower() == "true"
+    for kind in (int, float):
+        if isinstance(default, kind) or default is None:
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    if isinstance(default, int | float):
+        raise argparse.ArgumentTypeError(f"want a number, got {text!r}")
+    return text
 
 
 def network(name: str, data: Data) -> ArchSpec:
