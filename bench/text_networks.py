@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--dataset", default=DEFAULT_DATASET)
     parser.add_argument("--tokenizer", help="load_data's (default: words)")
     parser.add_argument("--length", type=int, help="load_data's (default: from the data)")
+    parser.add_argument("--max-vocab", type=int, help="load_data's (default: its tokenizer's)")
+    parser.add_argument("--min-freq", type=int, help="load_data's (default: seen twice)")
     parser.add_argument(
         "--vary",
         type=vary,
@@ -121,7 +123,14 @@ def main() -> None:
     results: dict[str, list[tuple[float, float, float]]] = {key: [] for _, _, key in runs}
     baseline: list[float] = []
     for seed in args.seeds:
-        data = load_data(args.dataset, seed=seed, tokenizer=args.tokenizer, length=args.length)
+        data = load_data(
+            args.dataset,
+            seed=seed,
+            tokenizer=args.tokenizer,
+            length=args.length,
+            max_vocab=args.max_vocab,
+            min_freq=args.min_freq,
+        )
         base = tfidf_baseline(args.dataset, seed=seed)
         baseline.append(float(base["test_accuracy"]))
         print(f"seed {seed}: baseline test {baseline[-1]:.4f} (C {base['C']})", flush=True)
