@@ -31,12 +31,11 @@ unmasked per network; last line ``mask_cost: X``, the largest ratio.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,9 +170,9 @@ def main() -> None:
 def vary(text: str) -> tuple[str, list[Any]]:
     """``FIELD=V[,V...]`` → the TrainConfig field and its values, typed as its default is."""
     field, sep, values = text.partition("=")
-    fields = [f.name for f in dataclasses.fields(TrainConfig)]
-    if not sep or field not in fields:
-        raise argparse.ArgumentTypeError(f"want FIELD=V[,V...] with FIELD one of {fields}")
+    names = [f.name for f in fields(TrainConfig)]
+    if not sep or field not in names:
+        raise argparse.ArgumentTypeError(f"want FIELD=V[,V...] with FIELD one of {names}")
     default = getattr(TrainConfig.for_task("text"), field)
     return field, [typed(v, default) for v in values.split(",")]
 
