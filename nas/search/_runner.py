@@ -152,10 +152,11 @@ def run_worker(
     deadline = None if s.timeout is None else time.monotonic() + s.timeout
     objective.timeout, objective.deadline = s.timeout, deadline
     while deadline is None or time.monotonic() < deadline:
+        stops.check()  # one swallowed where it was raised, during the last trial
         trial = None
         # Asked for, a trial is RUNNING before its heartbeat starts: stopped in between,
         # it would stay RUNNING with no heartbeat to go stale, and a rerun wait on it.
-        with stops.held() as held, slot_lock(s.storage, s.study_name):
+        with stops.held(), slot_lock(s.storage, s.study_name):
             fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
             finished, running, waiting = slot_counts(trials)
@@ -169,8 +170,8 @@ def run_worker(
                 # From here on, a stop before run_trial's heartbeat leaves a heartbeat
                 # that goes stale: a rerun fails the trial and retries it.
                 record_heartbeat(study, trial)
-        if held:
-            stopped = Stopped(held[0])
+        if stops.received is not None:
+            stopped = Stopped(stops.received)
             if trial is not None:
                 _requeue_interrupted(study, trial, stopped)
             raise stopped
@@ -357,11 +358,16 @@ class StopSignals:
     Ctrl-C or a scheduler's repeated SIGTERM cannot cut that bookkeeping short. SIGINT
     stays ignored where it was (a shell's background job). Inside :meth:`held` the stop is
     held back instead, for the block to end first.
+
+    The signal is also kept in :attr:`received`: raised where Python swallows exceptions
+    (a ``__del__`` or weakref callback running then: it prints "Exception ignored" and goes
+    on), the stop would otherwise be lost, later signals being ignored. Workers check it
+    between trials (:meth:`check`).
     """
 
     def __init__(self) -> None:
-        # Inside held(): the stop signals received meanwhile; None outside.
-        self._held: list[int] | None = None
+        self.received: int | None = None
+        self._holding = False
         self._previous: dict[int, Any] = {}
 
     def install(self) -> dict[int, Any]:
@@ -383,20 +389,23 @@ class StopSignals:
     def _stop(self, signum: int, frame: object) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-        if self._held is not None:
-            self._held.append(signum)
-        else:
+        self.received = signum
+        if not self._holding:
             raise Stopped(signum)
 
+    def check(self) -> None:
+        """Raise the stop received, if any (held back, or swallowed where it was raised)."""
+        if self.received is not None:
+            raise Stopped(self.received)
+
     @contextlib.contextmanager
-    def held(self) -> Iterator[list[int]]:
-        """Hold back the stop until this block has ended: the list it yields then holds
-        the signal, for the caller to stop on."""
-        self._held = []
+    def held(self) -> Iterator[None]:
+        """Hold back the stop until this block has ended; :meth:`check` raises it then."""
+        self._holding = True
         try:
-            yield self._held
+            yield
         finally:
-            self._held = None
+            self._holding = False
 
 
 # -------------------------------------------------------------------------- workers
@@ -440,6 +449,7 @@ def run_workers(
         while any(proc.is_alive() for proc in procs):
             time.sleep(POLL_PROGRESS_SECONDS)
             on_progress(study)
+            stops.check()  # one swallowed where it was raised
     except KeyboardInterrupt:
         _stop_workers(procs)
         raise

@@ -10,11 +10,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+import nas.search._runner
 from nas.data import load_data
 from nas.search import (
     Limits,
@@ -244,6 +246,38 @@ def test_kill_pid_stops_every_worker_and_queues_their_trials(tmp_path: Path) -> 
     assert len(after.trials) == 4 + states.count(TrialState.FAIL)  # retries, no surplus
     for number, values in done_before.items():
         assert after.trials[number].values == values
+
+
+def test_a_stop_swallowed_where_it_was_raised_still_stops_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Raised while a __del__ runs, a Stopped is printed and dropped by Python, and the
+    # signals after it are ignored: the worker must still stop before its next trial.
+    url = f"sqlite:///{tmp_path}/a.db"
+    common = ["--dataset", "digits", "--epochs", "0.1", "--storage", url, "--study-name", "a"]
+    s = settings_from(parse_args(["--trials", "2", *common]))
+
+    class StopsWhenCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler runs here: its Stopped ends __del__, unseen
+
+    def trial_then_stop(*args: Any, **kwargs: Any) -> None:
+        run_trial(*args, **kwargs)
+        StopsWhenCollected()
+
+    swallowed: list[type[BaseException] | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_type))
+    monkeypatch.setattr(nas.search._runner, "run_trial", trial_then_stop)
+    stops = StopSignals()
+    stops.install()
+    try:
+        with pytest.raises(Stopped):
+            run_worker(s, stops=stops)
+    finally:
+        stops.restore()
+    assert swallowed == [Stopped]
+    assert [t.state for t in load(url, "a").trials] == [TrialState.COMPLETE]
 
 
 def test_a_stop_while_asking_marks_the_new_trial(
