@@ -5,11 +5,20 @@ from nas.export._codegen import render_code
 from nas.export._error import ExportError
 from nas.export._pick import choose_trial, parse_pick
 from nas.export._replay import check_replay
-from nas.export._retrain import Retrained, retrain, retrain_config, retrain_on
+from nas.export._retrain import (
+    DEFAULT_EPOCHS,
+    MIN_RETRAIN_STEPS,
+    Retrained,
+    retrain,
+    retrain_config,
+    retrain_on,
+)
 from nas.export._write import EXPORT_FILES, export, write_onnx
 
 __all__ = [
+    "DEFAULT_EPOCHS",
     "EXPORT_FILES",
+    "MIN_RETRAIN_STEPS",
     "ExportError",
     "Retrained",
     "check_replay",

@@ -102,16 +102,12 @@ def trial_train_config(
     kind: TaskKind, train_size: int, epochs: float, min_train_steps: int = 0
 ) -> TrainConfig:
     """How every trial of a search trains: the task's defaults for ``epochs``, or more to
-    take ``min_train_steps`` optimiser steps on ``train_size`` examples (the trainer drops
-    a ragged last batch, so an epoch is ``train_size // batch_size`` steps), with rungs at
-    each quarter."""
-    base = TrainConfig.for_task(kind)
-    steps_per_epoch = max(1, train_size // base.batch_size)
-    epochs = max(epochs, min_train_steps / steps_per_epoch)
+    take ``min_train_steps`` optimiser steps on ``train_size`` examples, with rungs at each
+    quarter."""
+    config = TrainConfig.for_task(kind, epochs=epochs).at_least_steps(min_train_steps, train_size)
     return replace(
-        base,
-        epochs=epochs,
-        report_every=epochs / 4,
+        config,
+        report_every=config.epochs / 4,
         # Rungs on 1,000 validation images, the end on all: evaluating an image costs a
         # third of training on one, so four rungs on the whole split would cost more than
         # 0.3 epochs of training on Fashion-MNIST.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import nas.train._augment as aug
@@ -115,6 +115,16 @@ class TrainConfig:
     lookahead: bool = False
     seed: int = 0
     threads: int | Literal["auto"] | None = None
+
+    def steps_per_epoch(self, train_size: int) -> int:
+        """Optimiser steps in an epoch of ``train_size`` examples: the trainer drops a
+        ragged last batch, so that every step has full size."""
+        return max(1, train_size // self.batch_size)
+
+    def at_least_steps(self, steps: int, train_size: int) -> TrainConfig:
+        """This recipe, with more epochs where it needs them to take ``steps`` optimiser
+        steps on ``train_size`` examples."""
+        return replace(self, epochs=max(self.epochs, steps / self.steps_per_epoch(train_size)))
 
     @classmethod
     def for_task(cls, kind: TaskKind, **fields: Any) -> TrainConfig:

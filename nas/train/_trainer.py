@@ -331,7 +331,7 @@ def _train(
     if n == 0:
         raise TrainConfigError("the training split is empty")
     batch = min(config.batch_size, n)
-    steps_per_epoch = n // batch  # drop the ragged last batch: every step has full size
+    steps_per_epoch = config.steps_per_epoch(n)  # n // batch: no ragged last batch
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     rungs = set(_rung_steps(config, steps_per_epoch, total_steps))
     most = torch.get_num_threads()

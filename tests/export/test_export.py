@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -579,6 +580,23 @@ def test_a_retrain_in_minutes_stops_with_the_clock_and_within_its_epochs() -> No
     assert by_epochs.training.status == "ok"
     assert by_epochs.training.epochs_done == pytest.approx(0.5, abs=0.05)
     assert by_epochs.latency.median_ms > 0 and 0 <= by_epochs.test_accuracy <= 1
+
+
+def test_the_default_retrain_takes_at_least_min_retrain_steps() -> None:
+    from nas.export import DEFAULT_EPOCHS, MIN_RETRAIN_STEPS, retrain_config, retrain_on
+
+    # digits: 10 epochs of its ~1,400 training images would be ~220 optimiser steps.
+    data = load_data("digits")
+    spec = load_space("seed_cnn").spec(data.task)
+    done = retrain_on(data, spec, 0, "cpu").training
+    steps_per_epoch = len(data.full_train().y) // 64  # the image recipe's batch
+    assert done.status == "ok" and done.epochs_done > DEFAULT_EPOCHS
+    assert round(done.epochs_done * steps_per_epoch) == MIN_RETRAIN_STEPS
+    # A large training split keeps the default epochs; given epochs or minutes are kept.
+    recipe = functools.partial(retrain_config, "image", seed=0, flip=True, train_size=1400)
+    assert recipe(epochs=None, minutes=None, train_size=60_000).epochs == DEFAULT_EPOCHS
+    assert recipe(epochs=3, minutes=None).epochs == 3
+    assert recipe(epochs=None, minutes=1).max_seconds == 60
 
 
 def test_stored_specs_are_judged_by_the_studys_attention_budget(
