@@ -6,7 +6,6 @@ from nas.export._error import ExportError
 from nas.export._pick import choose_trial, parse_pick
 from nas.export._replay import check_replay
 from nas.export._retrain import (
-    DEFAULT_EPOCHS,
     MIN_RETRAIN_STEPS,
     Retrained,
     retrain,
@@ -16,7 +15,6 @@ from nas.export._retrain import (
 from nas.export._write import EXPORT_FILES, export, write_onnx
 
 __all__ = [
-    "DEFAULT_EPOCHS",
     "EXPORT_FILES",
     "MIN_RETRAIN_STEPS",
     "ExportError",

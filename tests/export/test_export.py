@@ -583,7 +583,8 @@ def test_a_retrain_in_minutes_stops_with_the_clock_and_within_its_epochs() -> No
 
 
 def test_the_default_retrain_takes_at_least_min_retrain_steps() -> None:
-    from nas.export import DEFAULT_EPOCHS, MIN_RETRAIN_STEPS, retrain_config, retrain_on
+    from nas.export import MIN_RETRAIN_STEPS, retrain_config, retrain_on
+    from nas.export._retrain import DEFAULT_EPOCHS
 
     # digits: 10 epochs of its ~1,400 training images would be ~220 optimiser steps.
     data = load_data("digits")
