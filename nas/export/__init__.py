@@ -6,7 +6,7 @@ from nas.export._error import ExportError
 from nas.export._pick import choose_trial, parse_pick
 from nas.export._replay import check_replay
 from nas.export._retrain import (
-    MIN_RETRAIN_STEPS,
+    RETRAIN_STEPS,
     Retrained,
     retrain,
     retrain_config,
@@ -16,7 +16,7 @@ from nas.export._write import EXPORT_FILES, export, write_onnx
 
 __all__ = [
     "EXPORT_FILES",
-    "MIN_RETRAIN_STEPS",
+    "RETRAIN_STEPS",
     "ExportError",
     "Retrained",
     "check_replay",

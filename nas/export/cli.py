@@ -53,7 +53,7 @@ import math
 
 from nas import command
 from nas.export._error import ExportError
-from nas.export._retrain import DEFAULT_EPOCHS, MIN_RETRAIN_STEPS
+from nas.export._retrain import DEFAULT_EPOCHS, RETRAIN_STEPS
 from nas.export._write import export
 
 
@@ -83,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--epochs",
         type=float,
-        help=f"retraining epochs (default {DEFAULT_EPOCHS:g}, or more to take "
-        f"{MIN_RETRAIN_STEPS} optimiser steps; unbounded with --minutes)",
+        help=f"retraining epochs (default: {RETRAIN_STEPS} optimiser steps for text; for "
+        f"images {DEFAULT_EPOCHS:g}, or more to take as many; unbounded with --minutes)",
     )
     parser.add_argument("--minutes", type=float, help="retraining time budget in minutes")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

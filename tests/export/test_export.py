@@ -582,8 +582,8 @@ def test_a_retrain_in_minutes_stops_with_the_clock_and_within_its_epochs() -> No
     assert by_epochs.latency.median_ms > 0 and 0 <= by_epochs.test_accuracy <= 1
 
 
-def test_the_default_retrain_takes_at_least_min_retrain_steps() -> None:
-    from nas.export import MIN_RETRAIN_STEPS, retrain_config, retrain_on
+def test_the_default_retrain_is_budgeted_in_optimiser_steps() -> None:
+    from nas.export import RETRAIN_STEPS, retrain_config, retrain_on
     from nas.export._retrain import DEFAULT_EPOCHS
 
     # digits: 10 epochs of its ~1,400 training images would be ~220 optimiser steps.
@@ -592,12 +592,20 @@ def test_the_default_retrain_takes_at_least_min_retrain_steps() -> None:
     done = retrain_on(data, spec, 0, "cpu").training
     steps_per_epoch = len(data.full_train().y) // 64  # the image recipe's batch
     assert done.status == "ok" and done.epochs_done > DEFAULT_EPOCHS
-    assert round(done.epochs_done * steps_per_epoch) == MIN_RETRAIN_STEPS
+    assert round(done.epochs_done * steps_per_epoch) == RETRAIN_STEPS
     # A large training split keeps the default epochs; given epochs or minutes are kept.
-    recipe = functools.partial(retrain_config, "image", seed=0, flip=True, train_size=1400)
-    assert recipe(epochs=None, minutes=None, train_size=60_000).epochs == DEFAULT_EPOCHS
-    assert recipe(epochs=3, minutes=None).epochs == 3
-    assert recipe(epochs=None, minutes=1).max_seconds == 60
+    image = functools.partial(retrain_config, "image", seed=0, flip=True, train_size=1400)
+    assert image(epochs=None, minutes=None, train_size=60_000).epochs == DEFAULT_EPOCHS
+    assert image(epochs=3, minutes=None).epochs == 3
+    assert image(epochs=None, minutes=1).max_seconds == 60
+    # Text: the steps, on a small corpus and a large one alike (batch 128).
+    for size in (2_400, 30_000):
+        text = retrain_config(
+            "text", seed=0, epochs=None, minutes=None, flip=False, train_size=size
+        )
+        assert text.epochs * text.steps_per_epoch(size) == pytest.approx(RETRAIN_STEPS)
+    with pytest.raises(ValueError, match="training split's size"):
+        retrain_config("text", seed=0, epochs=None, minutes=None, flip=False)
 
 
 def test_stored_specs_are_judged_by_the_studys_attention_budget(
