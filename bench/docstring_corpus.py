@@ -2,6 +2,7 @@
 scientific Python libraries installed beside ``nas``, each labelled with its library.
 
     python bench/docstring_corpus.py       # writes bench/out/docstrings.csv
+    python bench/docstring_corpus.py --per-class 0 --out bench/out/docstrings_all.csv
 
 Which library wrote this paragraph? numpy, scipy, pandas, scikit-learn, sympy and networkx
 all document array and graph maths in the same register, with identifiers, dotted names
@@ -94,13 +95,14 @@ def build(per_class: int, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     rows = []
     for lib, texts in sorted(by_lib.items()):
-        rows += [(t, lib) for t in rng.sample(texts, min(per_class, len(texts)))]
+        n = len(texts) if per_class == 0 else min(per_class, len(texts))
+        rows += [(t, lib) for t in rng.sample(texts, n)]
     return sorted(rows)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--per-class", type=int, default=500, help="texts per library (500)")
+    p.add_argument("--per-class", type=int, default=500, help="texts per library (500; 0: all)")
     p.add_argument("--seed", type=int, default=0, help="the draw of each library's texts")
     p.add_argument("--out", type=Path, default=DEFAULT_CSV)
     args = p.parse_args()
