@@ -370,14 +370,13 @@ class StopSignals:
         self._holding = False
         self._previous: dict[int, Any] = {}
 
-    def install(self) -> dict[int, Any]:
-        """Set the handlers (from the main thread only, as Python requires); returns those
-        they replaced, which :meth:`restore` puts back."""
+    def install(self) -> None:
+        """Set the handlers (from the main thread only, as Python requires); those they
+        replaced are kept for :meth:`restore`."""
         self._previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         signal.signal(signal.SIGTERM, self._stop)
         if self._previous[signal.SIGINT] is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, self._stop)
-        return dict(self._previous)
 
     def restore(self) -> None:
         """Put back the handlers :meth:`install` replaced (none if it was not called)."""

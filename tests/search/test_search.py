@@ -299,13 +299,12 @@ def test_a_stop_while_asking_marks_the_new_trial(
 
     monkeypatch.setattr(optuna.Study, "ask", ask_then_stop)
     stops = StopSignals()
-    previous = stops.install()
+    stops.install()
     try:
         with pytest.raises(Stopped):
             run_worker(s, stops=stops)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stops.restore()
     trials = load(url, "a").trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert trials[0].user_attrs["reason"] == "interrupted (SIGTERM); queued again"
