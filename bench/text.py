@@ -12,9 +12,9 @@ Corpora (built into ``bench/out/`` when missing, not committed):
   networkx docstrings labelled with their library, 6 × 500 texts, median 179 characters
   (``bench/docstring_corpus.py``);
 - ``docstrings_all``: the same libraries' every such docstring, 11,518 texts, 1,102
-  (numpy) to 3,567 (sympy) a library: a test split of 2,304 texts, where the 600 of
-  ``docstrings`` give a binomial standard deviation (about 1.5 points a seed) larger than
-  the gain to be told apart.
+  (numpy) to 3,567 (sympy) a library: a test split of about 2,300 texts, where the 600
+  of ``docstrings`` give a binomial standard deviation (about 1.5 points a seed) larger
+  than the gain to be told apart.
 
 For each corpus and seed (the seed sets the split, the vocabulary and the search):
 
