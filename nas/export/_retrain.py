@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import torch
@@ -121,10 +123,13 @@ def retrain_on(
     epochs: float | None = None,
     minutes: float | None = None,
     show_progress: bool = False,
+    recipe: Mapping[str, Any] | None = None,
 ) -> Retrained:
     """The retraining itself: ``spec`` trained by :func:`retrain_config` on ``data``'s full
     training split (train + val) with ``seed``, scored on its test split. ``data`` with an
-    empty ``val`` trains on ``train`` alone (a caller that keeps validation to choose)."""
+    empty ``val`` trains on ``train`` alone (a caller that keeps validation to choose).
+    ``recipe``: :class:`~nas.train.TrainConfig` fields that replace the recipe's (a
+    variant to compare, such as ``{"crop_pad": 2}``)."""
     empty = Split(data.val.x[:0], data.val.y[:0])  # a retrain has no validation
     data = dataclasses.replace(data, train=data.full_train(), val=empty)
     model = build_model(spec, seed=seed).to(device)
@@ -136,6 +141,7 @@ def retrain_on(
         flip=data.flip,
         train_size=len(data.train.y),
     )
+    config = dataclasses.replace(config, **(recipe or {}))
     bounded = config.epochs < UNBOUNDED_EPOCHS
     bar = _Bar(config.epochs if bounded else None, minutes) if show_progress else None
     try:

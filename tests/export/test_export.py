@@ -582,6 +582,17 @@ def test_a_retrain_in_minutes_stops_with_the_clock_and_within_its_epochs() -> No
     assert by_epochs.latency.median_ms > 0 and 0 <= by_epochs.test_accuracy <= 1
 
 
+def test_a_recipe_variant_replaces_the_recipes_fields() -> None:
+    from nas.export import retrain_on
+
+    data = load_data("digits")
+    spec = load_space("seed_cnn").spec(data.task)
+    varied = retrain_on(data, spec, 0, "cpu", epochs=0.5, recipe={"epochs": 0.25})
+    assert varied.training.epochs_done == pytest.approx(0.25, abs=0.05)
+    with pytest.raises(TypeError, match="nonsense"):
+        retrain_on(data, spec, 0, "cpu", epochs=0.5, recipe={"nonsense": 1})
+
+
 def test_the_default_retrain_is_budgeted_in_optimiser_steps() -> None:
     from nas.export import RETRAIN_STEPS, retrain_config, retrain_on
     from nas.export._retrain import DEFAULT_EPOCHS
