@@ -1,6 +1,6 @@
-"""Searched MANet-text + retrain vs TF-IDF + logistic regression, on two real corpora.
+"""Searched MANet-text + retrain vs TF-IDF + logistic regression, on real corpora.
 
-    python bench/text.py                                  # 2 corpora x 3 seeds, 10-min searches
+    python bench/text.py                                  # 3 corpora x 3 seeds, 10-min searches
     python bench/text.py --corpora docstrings --seeds 0 --minutes 5
     python bench/text.py --report                         # only the tables from the records
 
