@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from _common import load_records
+from endtoend import RESULTS, chosen
 
 from nas.data import Split, load_data
 from nas.export import retrain_on
 from nas.model import ArchSpec
 from nas.train import evaluate
-
-RESULTS = Path(__file__).resolve().parent / "results" / "endtoend.jsonl"
 
 
 def value(text: str) -> object:
@@ -60,11 +58,10 @@ def main() -> None:
             for r in records
             if (r["arm"], r["seed"], r["minutes"]) == (args.arm, seed, args.minutes)
             and r["machine"]["cpu"].startswith(args.cpu)
-            and r["networks"]
         ]
-        if not found:
-            sys.exit(f"no {args.arm} record at seed {seed}, {args.minutes:g} minutes, {args.cpu}")
-        net = found[-1]["networks"][0]
+        net = chosen(found[-1]) if found else None
+        if net is None:
+            sys.exit(f"no {args.arm} network at seed {seed}, {args.minutes:g} minutes, {args.cpu}")
         spec = ArchSpec.from_dict(net["spec"])
         minutes = net["train_seconds"] / 60
         r = retrain_on(data, spec, seed, "cpu", minutes=minutes, recipe=recipe, show_progress=True)
