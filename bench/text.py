@@ -52,7 +52,7 @@ from _common import OUT, append_record, load_records, machine, matches, table
 from text_corpus import tfidf_baseline
 
 from nas.data import MAX_LENGTH
-from nas.export import RETRAIN_STEPS
+from nas.export import RETRAIN_BAG_TOKEN_DROPOUT, RETRAIN_STEPS, RETRAIN_TOKEN_DROPOUT
 from nas.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +88,8 @@ def settings(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]
         # The export's text retrain: this many optimiser steps (records without it: 10
         # epochs, about 190 steps on the docstrings and 1,900 on the demo corpus).
         "retrain_steps": RETRAIN_STEPS if args.retrain_epochs is None else None,
+        # Its word dropout, with stages and without (records without it: none).
+        "retrain_token_dropout": [RETRAIN_TOKEN_DROPOUT, RETRAIN_BAG_TOKEN_DROPOUT],
         "machine": machine("cpu"),
     }
 
@@ -122,6 +124,7 @@ def measure(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]:
         "ours": ours.test_accuracy,
         "ours_val": best.values[0],
         "summary": spec.summary(),
+        "arch": best.user_attrs["arch"],  # to retrain the pick another way, with no search
         "latency_ms": best.user_attrs.get("latency_ms"),
         "trials": counts(study),
         "front": [m.user_attrs.get("summary") for m in members],

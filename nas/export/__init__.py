@@ -6,7 +6,9 @@ from nas.export._error import ExportError
 from nas.export._pick import choose_trial, parse_pick
 from nas.export._replay import check_replay
 from nas.export._retrain import (
+    RETRAIN_BAG_TOKEN_DROPOUT,
     RETRAIN_STEPS,
+    RETRAIN_TOKEN_DROPOUT,
     Retrained,
     retrain,
     retrain_config,
@@ -16,7 +18,9 @@ from nas.export._write import EXPORT_FILES, export, write_onnx
 
 __all__ = [
     "EXPORT_FILES",
+    "RETRAIN_BAG_TOKEN_DROPOUT",
     "RETRAIN_STEPS",
+    "RETRAIN_TOKEN_DROPOUT",
     "ExportError",
     "Retrained",
     "check_replay",

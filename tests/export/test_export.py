@@ -24,6 +24,7 @@ from nas.export import ExportError, parse_pick
 from nas.export.cli import main
 from nas.model import ArchSpec, build_model
 from nas.search import load_space, make_storage
+from nas.train import TrainConfig
 from tests.conftest import TEXT_SEED, StudyRef, TextStudyRef, _search, write_text_corpus
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -594,7 +595,13 @@ def test_a_recipe_variant_replaces_the_recipes_fields() -> None:
 
 
 def test_the_default_retrain_is_budgeted_in_optimiser_steps() -> None:
-    from nas.export import RETRAIN_STEPS, retrain_config, retrain_on
+    from nas.export import (
+        RETRAIN_BAG_TOKEN_DROPOUT,
+        RETRAIN_STEPS,
+        RETRAIN_TOKEN_DROPOUT,
+        retrain_config,
+        retrain_on,
+    )
     from nas.export._retrain import DEFAULT_EPOCHS
 
     # digits: 10 epochs of its ~1,400 training images would be ~220 optimiser steps.
@@ -615,6 +622,13 @@ def test_the_default_retrain_is_budgeted_in_optimiser_steps() -> None:
             "text", seed=0, epochs=None, minutes=None, flip=False, train_size=size
         )
         assert text.epochs * text.steps_per_epoch(size) == pytest.approx(RETRAIN_STEPS)
+    # A full run's word dropout: a text retrain drops tokens, more of a bag's; a trial and
+    # an image do not.
+    recipe = functools.partial(retrain_config, "text", seed=0, epochs=2, minutes=None, flip=False)
+    assert recipe().token_dropout == RETRAIN_TOKEN_DROPOUT > 0
+    assert recipe(bag=True).token_dropout == RETRAIN_BAG_TOKEN_DROPOUT > RETRAIN_TOKEN_DROPOUT
+    assert TrainConfig.for_task("text").token_dropout == 0
+    assert image(epochs=2, minutes=None).token_dropout == 0
     with pytest.raises(ValueError, match="training split's size"):
         retrain_config("text", seed=0, epochs=None, minutes=None, flip=False)
 
