@@ -53,6 +53,7 @@ from text_corpus import tfidf_baseline
 
 from nas.data import MAX_LENGTH
 from nas.export import RETRAIN_BAG_TOKEN_DROPOUT, RETRAIN_STEPS, RETRAIN_TOKEN_DROPOUT
+from nas.search import load_space
 from nas.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +91,8 @@ def settings(args: argparse.Namespace, corpus: str, seed: int) -> dict[str, Any]
         "retrain_steps": RETRAIN_STEPS if args.retrain_epochs is None else None,
         # Its word dropout, with stages and without (records without it: none).
         "retrain_token_dropout": [RETRAIN_TOKEN_DROPOUT, RETRAIN_BAG_TOKEN_DROPOUT],
+        # The trials the search tries first (records without it: none).
+        "starting_points": list(load_space("manet_text").STARTING_POINTS),
         "machine": machine("cpu"),
     }
 

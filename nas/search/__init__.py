@@ -49,6 +49,7 @@ from nas.search._spaces import (
     load_builtin_space,
     load_space,
     space_names,
+    starting_points,
 )
 from nas.search._storage import (
     GRACE_SECONDS,
@@ -115,6 +116,7 @@ __all__ = [
     "slot_lock",
     "space_names",
     "spec_markdown",
+    "starting_points",
     "training_lock",
     "trial_train_config",
 ]

@@ -57,8 +57,8 @@ log = logging.getLogger(__name__)
 
 
 def build_study(s: Settings, n_warmup_steps: int = 0, *, worker: bool = True) -> optuna.Study:
-    """Open (or create) the study for ``s``; with ``enqueue_baselines``, queue the hand
-    designs the study does not hold yet.
+    """Open (or create) the study for ``s``; queue the space's starting points and, with
+    ``enqueue_baselines``, the hand designs, where the study does not hold them yet.
 
     ``worker``: the study will sample trials, so its sampler gets a seed no other worker
     of this study has had (``s.seed`` for the first one, so a one-worker search repeats).
@@ -67,7 +67,7 @@ def build_study(s: Settings, n_warmup_steps: int = 0, *, worker: bool = True) ->
     pruner = make_pruner(s.pruner, multi, n_warmup_steps=n_warmup_steps)
     text = is_text_name(s.dataset)
     # Workers starting together would race to create the tables, to count the workers and
-    # to enqueue the baselines: all three happen under the slot lock.
+    # to enqueue trials: all three happen under the slot lock.
     with slot_lock(s.storage, s.study_name):
         study = open_study(
             make_storage(s.storage),
@@ -98,6 +98,8 @@ def build_study(s: Settings, n_warmup_steps: int = 0, *, worker: bool = True) ->
             for name in BASELINES:
                 if name not in held:
                     study.enqueue_trial({}, user_attrs={"baseline": name})
+        for params in s.starting_points:
+            study.enqueue_trial(params, skip_if_exists=True)
         return study
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from nas.data import MAX_LENGTH, Tokenizer, is_text_name
 from nas.model import Task, TaskKind, attention_budget_bytes
 from nas.search._objective import MIN_STEPS_JUDGED, Limits
+from nas.search._spaces import Params
 from nas.train import TrainConfig
 
 # Per-trial budget by task kind: brief enough for a 100-trial search within the hour on a
@@ -87,6 +88,8 @@ class Settings:
     lr_factor: float = LR_FACTOR
     promotions: int = PROMOTIONS
     allow_changed_settings: bool = False
+    # The space's STARTING_POINTS for this task (nas.search._spaces.starting_points).
+    starting_points: tuple[Params, ...] = ()
 
 
 def default_max_flops(given: float | None, task: Task) -> int | None:

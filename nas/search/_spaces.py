@@ -4,8 +4,9 @@ at one).
 A space is a module with ``suggest(trial, task) -> ArchSpec``: a built-in one in
 ``search_spaces/``, or a ``.py`` file the user names on the command line (never one a
 study names: :func:`load_builtin_space`). It may declare ``TASK_KINDS`` (the task kinds it
-builds networks for; default ``("image",)``) and ``EXAMPLE_TASK`` (the task
-``python -m nas.space`` describes and samples it on; default Fashion-MNIST's shape).
+builds networks for; default ``("image",)``), ``EXAMPLE_TASK`` (the task
+``python -m nas.space`` describes and samples it on; default Fashion-MNIST's shape) and
+``STARTING_POINTS`` (parameter sets a new search tries first; default none).
 """
 
 from __future__ import annotations
@@ -14,17 +15,25 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 
 import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 import search_spaces
 from nas.errors import NasError
 from nas.model import FASHION_MNIST, ArchSpec, Task
 
 Suggest = Callable[[optuna.Trial, Task], ArchSpec]
+Params = dict[str, str | int | float]
 
 # The space a search uses when none is named, by the dataset's task kind.
 DEFAULT_SPACES = {"image": "attention_cnn", "text": "manet_text"}
@@ -110,3 +119,56 @@ def example_task(module: ModuleType) -> Task:
     if not isinstance(task, Task):
         raise SpaceError(f"EXAMPLE_TASK of space {module.__name__!r} must be a nas.model.Task")
     return task
+
+
+def starting_points(module: ModuleType, task: Task) -> list[Params]:
+    """The space's ``STARTING_POINTS`` that build a network for ``task``: each a complete
+    set of the parameters ``suggest`` asks for, no more (checked with a ``FixedTrial``,
+    which refuses a missing one or a value outside its choices), to be enqueued as a
+    search's first trials."""
+    points = getattr(module, "STARTING_POINTS", ())
+    name = module.__name__
+    if not isinstance(points, tuple | list):
+        raise SpaceError(f"STARTING_POINTS of space {name!r} must be a tuple of dicts")
+    checked: list[Params] = []
+    for point in points:
+        ok = isinstance(point, Mapping) and all(
+            isinstance(k, str) and type(v) in (str, int, float) for k, v in point.items()
+        )
+        if not ok:
+            raise SpaceError(
+                f"STARTING_POINTS of space {name!r}: {point!r} is not a dict of parameter "
+                "names to str, int or float values"
+            )
+        trial = optuna.trial.FixedTrial(dict(point))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # unused parameters: refused below
+                module.suggest(trial, task)
+        except Exception as e:
+            raise SpaceError(
+                f"STARTING_POINTS of space {name!r}: {dict(point)!r} does not build a "
+                f"network for {task.name!r}: {e}"
+            ) from None
+        unused = sorted(set(point) - set(trial.params))
+        if unused:
+            raise SpaceError(
+                f"STARTING_POINTS of space {name!r}: {dict(point)!r} sets parameters the "
+                f"space does not ask for here: {', '.join(unused)}"
+            )
+        for key, dist in trial.distributions.items():  # FixedTrial only warns of these
+            if not _within(dist, point[key]):
+                raise SpaceError(
+                    f"STARTING_POINTS of space {name!r}: {key} = {point[key]!r} is outside "
+                    f"its distribution {dist}"
+                )
+        checked.append(dict(point))
+    return checked
+
+
+def _within(dist: BaseDistribution, value: object) -> bool:
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(dist, IntDistribution | FloatDistribution):
+        return isinstance(value, int | float) and dist.low <= value <= dist.high
+    return True  # another distribution: Optuna's own checks apply

@@ -49,7 +49,7 @@ from nas.search._settings import (
     Settings,
     default_max_flops,
 )
-from nas.search._spaces import check_task, default_space, load_space
+from nas.search._spaces import check_task, default_space, load_space, starting_points
 from nas.search._storage import (
     OBJECTIVE_SETS,
     SAMPLERS,
@@ -349,7 +349,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
             f"dataset, got --tokenizer {args.tokenizer}"
         )
     space = args.space or default_space(task)
-    check_task(module or load_space(space), task, space)
+    module = module or load_space(space)
+    check_task(module, task, space)
     if args.enqueue_baselines and task.kind != "image":
         raise StudyError(
             f"--enqueue-baselines: the hand designs ({', '.join(BASELINES)}) are image "
@@ -393,6 +394,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         jobs=args.jobs,
         device=device,
         enqueue_baselines=args.enqueue_baselines,
+        starting_points=tuple(starting_points(module, task)),
         threads=threads,
         text_column=args.text_column,
         label_column=args.label_column,

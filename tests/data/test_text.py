@@ -824,7 +824,7 @@ def test_search_on_a_text_dataset_uses_manet_text_and_records_the_vocabulary_inp
     import optuna
 
     from nas.model import ArchSpec
-    from nas.search import DEFAULT_EPOCHS, StudyError, build_study, make_storage
+    from nas.search import DEFAULT_EPOCHS, StudyError, build_study, load_space, make_storage
     from nas.search.cli import parse_args, settings_from
 
     study = optuna.load_study(study_name=text_study.name, storage=make_storage(text_study.storage))
@@ -837,6 +837,9 @@ def test_search_on_a_text_dataset_uses_manet_text_and_records_the_vocabulary_inp
     )
     task = task_for(text_study.dataset, seed=TEXT_SEED)
     assert len(study.trials) == 3
+    # The space's starting point is the first trial, and a resume does not queue it again.
+    (point,) = load_space("manet_text").STARTING_POINTS
+    assert study.trials[0].params == point
     assert any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     for t in study.trials:
         spec = ArchSpec.from_dict(t.user_attrs["arch"])
@@ -851,6 +854,10 @@ def test_search_on_a_text_dataset_uses_manet_text_and_records_the_vocabulary_inp
     # Text trials train whole epochs by default (an image search's 0.3 would be a few steps).
     assert settings_from(parse_args(common)).epochs == DEFAULT_EPOCHS["text"] == 2.0
     assert settings_from(parse_args([*common, "--epochs", "0.5"])).epochs == 0.5
+    resumed = build_study(
+        settings_from(parse_args([*common, "--epochs", "1", "--seed", str(TEXT_SEED)]))
+    )
+    assert len(resumed.trials) == 3
     with pytest.raises(StudyError, match=f"created with --seed {TEXT_SEED}, got 4"):
         build_study(settings_from(parse_args([*common, "--seed", "4"])))
     # Image spaces and hand designs do not take token ids.
