@@ -121,15 +121,14 @@ def example_task(module: ModuleType) -> Task:
     return task
 
 
-def starting_points(module: ModuleType, task: Task) -> list[Params]:
-    """The space's ``STARTING_POINTS`` that build a network for ``task``: each a complete
-    set of the parameters ``suggest`` asks for, no more (checked with a ``FixedTrial``,
-    which refuses a missing one or a value outside its choices), to be enqueued as a
-    search's first trials."""
+def starting_points(module: ModuleType, task: Task, name: str) -> list[Params]:
+    """The space's ``STARTING_POINTS``, to be enqueued as a search's first trials; a
+    ``SpaceError`` unless each is exactly the parameters ``suggest`` asks for on ``task``
+    (replayed with a ``FixedTrial``), every value within its distribution. ``name``: the
+    space as the user named it, for the messages."""
     points = getattr(module, "STARTING_POINTS", ())
-    name = module.__name__
     if not isinstance(points, tuple | list):
-        raise SpaceError(f"STARTING_POINTS of space {name!r} must be a tuple of dicts")
+        raise SpaceError(f"STARTING_POINTS of space {name!r}: {points!r} is not a tuple of dicts")
     checked: list[Params] = []
     for point in points:
         ok = isinstance(point, Mapping) and all(

@@ -394,7 +394,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         jobs=args.jobs,
         device=device,
         enqueue_baselines=args.enqueue_baselines,
-        starting_points=tuple(starting_points(module, task)),
+        starting_points=tuple(starting_points(module, task, space)),
         threads=threads,
         text_column=args.text_column,
         label_column=args.label_column,

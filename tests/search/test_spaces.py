@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -284,28 +285,36 @@ def test_cli_samples_manet_text_on_its_example_task() -> None:
 
 def test_starting_points_are_whole_parameter_sets_of_the_space(tmp_path: Path) -> None:
     text = load_space("manet_text")
-    (point,) = starting_points(text, text.EXAMPLE_TASK)
+    (point,) = starting_points(text, text.EXAMPLE_TASK, "manet_text")
     spec = text.suggest(optuna.trial.FixedTrial(point), text.EXAMPLE_TASK)
     assert spec.summary().startswith("embed64 | attention | fc")
     for name in space_names():  # every built-in space's points build on its task
         module = load_space(name)
         task = getattr(module, "EXAMPLE_TASK", TASKS[0])
-        assert all(isinstance(p, dict) for p in starting_points(module, task))
+        assert all(isinstance(p, dict) for p in starting_points(module, task, name))
     src = Path(load_space("seed_cnn").__file__ or "").read_text()
     src += "\ndef suggest(trial, task):\n    trial.suggest_int('w', 1, 4)\n    return spec(task)\n"
     for points, error in [
         ("[{'w': 2}]", None),
-        ("{'w': 2}", "must be a tuple of dicts"),
-        ("({'w': [2]},)", "is not a dict of parameter names to str, int or float values"),
+        ("{'w': 2}", "{'w': 2} is not a tuple of dicts"),
+        (
+            "({'w': [2]},)",
+            r"\{'w': \[2\]\} is not a dict of parameter names to str, int or float values",
+        ),
         ("({'w': 9},)", r"w = 9 is outside its distribution IntDistribution\(high=4"),
-        ("({},)", r"does not build a network for 'gray28': .*'w' is not found"),
-        ("({'w': 2, 'v': 1},)", "sets parameters the space does not ask for here: v"),
+        ("({},)", r"\{\} does not build a network for 'gray28': .*'w' is not found"),
+        (
+            "({'w': 2, 'v': 1},)",
+            r"\{'w': 2, 'v': 1\} sets parameters the space does not ask for here: v",
+        ),
     ]:
         path = tmp_path / "points.py"
         path.write_text(f"{src}\nSTARTING_POINTS = {points}\n")
         module = load_space(str(path))
         if error is None:
-            assert starting_points(module, TASKS[0]) == [{"w": 2}]
+            assert starting_points(module, TASKS[0], str(path)) == [{"w": 2}]
         else:
-            with pytest.raises(SpaceError, match=error):
-                starting_points(module, TASKS[0])
+            with pytest.raises(
+                SpaceError, match=re.escape(f"STARTING_POINTS of space '{path}': ") + error
+            ):
+                starting_points(module, TASKS[0], str(path))
