@@ -33,7 +33,7 @@ from nas.errors import NasError
 from nas.model import FASHION_MNIST, ArchSpec, Task
 
 Suggest = Callable[[optuna.Trial, Task], ArchSpec]
-Params = dict[str, str | int | float]
+Params = dict[str, str | int | float | bool | None]  # Optuna's choice types
 
 # The space a search uses when none is named, by the dataset's task kind.
 DEFAULT_SPACES = {"image": "attention_cnn", "text": "manet_text"}
@@ -132,12 +132,13 @@ def starting_points(module: ModuleType, task: Task, name: str) -> list[Params]:
     checked: list[Params] = []
     for point in points:
         ok = isinstance(point, Mapping) and all(
-            isinstance(k, str) and type(v) in (str, int, float) for k, v in point.items()
+            isinstance(k, str) and (v is None or type(v) in (str, int, float, bool))
+            for k, v in point.items()
         )
         if not ok:
             raise SpaceError(
                 f"STARTING_POINTS of space {name!r}: {point!r} is not a dict of parameter "
-                "names to str, int or float values"
+                "names to str, int, float, bool or None values"
             )
         trial = optuna.trial.FixedTrial(dict(point))
         try:

@@ -299,7 +299,7 @@ def test_starting_points_are_whole_parameter_sets_of_the_space(tmp_path: Path) -
         ("{'w': 2}", "{'w': 2} is not a tuple of dicts"),
         (
             "({'w': [2]},)",
-            r"\{'w': \[2\]\} is not a dict of parameter names to str, int or float values",
+            r"\{'w': \[2\]\} is not a dict of parameter names to str, int, float, bool or None",
         ),
         ("({'w': 9},)", r"w = 9 is outside its distribution IntDistribution\(high=4"),
         ("({},)", r"\{\} does not build a network for 'gray28': .*'w' is not found"),
