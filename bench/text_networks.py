@@ -66,8 +66,14 @@ NETWORKS: dict[str, tuple[int, tuple[StageSpec, ...], str]] = {
     "bag256": (256, (), "avg"),
     # a learned weight per token (softmax over the text) in place of the mean
     "bag64_attention": (64, (), "attention"),
+    "bag128_attention": (128, (), "attention"),
+    "bag256_attention": (256, (), "attention"),
+    # the bag plus what a k-wide conv adds to it (separable blocks keep a skip at one width)
+    "sep64_attention": (64, (StageSpec("separable", 64, kernel=7),), "attention"),
+    "sep128_attention": (128, (StageSpec("separable", 128, kernel=7),), "attention"),
     # the best network of issue 19's run on an unseen corpus
     "conv64": (256, (StageSpec("plain", 64, kernel=7),), "avgmax"),
+    "conv64_attention": (256, (StageSpec("plain", 64, kernel=7),), "attention"),
     # the best of bench/text.py's 30-minute search on this corpus (before masking)
     "attention128": (
         256,

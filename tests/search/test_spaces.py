@@ -285,9 +285,10 @@ def test_cli_samples_manet_text_on_its_example_task() -> None:
 
 def test_starting_points_are_whole_parameter_sets_of_the_space(tmp_path: Path) -> None:
     text = load_space("manet_text")
-    (point,) = starting_points(text, text.EXAMPLE_TASK, "manet_text")
-    spec = text.suggest(optuna.trial.FixedTrial(point), text.EXAMPLE_TASK)
-    assert spec.summary().startswith("embed64 | attention | fc")
+    bag, conv = starting_points(text, text.EXAMPLE_TASK, "manet_text")
+    specs = [text.suggest(optuna.trial.FixedTrial(p), text.EXAMPLE_TASK) for p in (bag, conv)]
+    assert specs[0].summary().startswith("embed64 | attention | fc")
+    assert specs[1].summary().startswith("embed128 | separable128x1 k7 | attention | fc")
     for name in space_names():  # every built-in space's points build on its task
         module = load_space(name)
         task = getattr(module, "EXAMPLE_TASK", TASKS[0])
