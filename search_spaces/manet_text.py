@@ -64,7 +64,7 @@ MAX_STAGES = 3
 # with a learned weight per token (as TF-IDF's idf), the best bag on all three corpora,
 # trained in seconds (4-minute searches that had not sampled it picked weaker bags); then
 # that bag plus a 7-token separable conv added to it (the block's skip at one width), the
-# best network measured on the demo corpus at a trial's budget, 4-5x the bag's training.
+# best network measured on the demo corpus at a trial's budget, about 9x the bag's training.
 STARTING_POINTS = (
     {"n_stages": 0, "embed.width": 64, "pool": "attention", "fc.layers": 0},
     {
