@@ -64,16 +64,26 @@ from torch import nn
 
 from nas.data import Data, Split, load_data
 from nas.export import retrain_on
-from nas.model import ArchSpec, build_model
-from nas.search import counts, front, load_space
+from nas.model import ArchSpec, Task, build_model
+from nas.search import counts, default_space, front, load_space, starting_points
 from nas.search._settings import PROMOTIONS
 from nas.stored import number
-from nas.train import count_params, evaluate, measure_latency
+from nas.train import count_params, evaluate, fingerprint, measure_latency
 
 HAND = ("seed_cnn", "resnet")
 SAMPLERS = {"ours": "tpe", "random": "random"}
 RESULTS = Path(__file__).resolve().parent / "results" / "endtoend.jsonl"
 DATASET = "fashion_mnist"
+TASK = Task(DATASET, "image", 1, 28, 28, classes=10)
+
+
+def queued(arm: str) -> list[dict[str, Any]]:
+    """The starting points an arm's search tries first: the default space's for ours; none
+    for random search, which is the sampler's draws alone, as the literature runs it."""
+    if arm == "random":
+        return []
+    name = default_space(TASK)
+    return [dict(p) for p in starting_points(load_space(name), TASK, name)]
 
 
 def settings(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
@@ -83,7 +93,10 @@ def settings(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
         # before them (no such key) are another search's, left out of the report.
         s |= {"search_share": args.search_share, "retrain_top": args.retrain_top}
         s |= {"promotions": PROMOTIONS}
-    return s | {"machine": machine(args.device)}
+        # So are its starting points (records made before them have no such key).
+        s |= {"starting_points": queued(arm)}
+    # The CPU's family and model too: a model name like "AMD EPYC" covers several CPUs.
+    return s | {"machine": machine(args.device), "cpu_model": fingerprint()["cpu_model"]}
 
 
 def retrained(
@@ -125,6 +138,7 @@ def search_arm(arm: str, data: Data, args: argparse.Namespace, seed: int, t0: fl
     command = [sys.executable, "-m", "nas.search", "--storage", storage, "--study-name", arm]
     command += ["--dataset", DATASET, "--trials", "1000000", "--timeout", f"{search_seconds:.0f}"]
     command += ["--seed", str(seed), "--sampler", SAMPLERS[arm], "--device", args.device]
+    command += [] if queued(arm) else ["--no-starting-points"]
     print(f"[{arm} seed {seed}] {' '.join(command)}  (log {folder / stem}.log)", flush=True)
     with open(folder / f"{stem}.log", "w") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)

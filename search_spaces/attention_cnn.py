@@ -66,6 +66,37 @@ PATCH_WIDTHS = (8, 16, 32, 64)
 # give the head 100k inputs): a larger one is pooled.
 MAX_FLATTEN = 2**14
 
+# What a search trains first (nas.search._spaces): bench/reference.py's attention CNN, a
+# conv 16 stem, plain 32 and 64 stages with max-pooling, a plain 128 stage with 2-head
+# softmax attention (relative position bias) on the 7×7 map, avg+max pooling and a linear
+# head. Searches ranked networks by a few epochs' accuracy and handed the retrain small,
+# fast ones that gain little from a long run; this one is a mid-size network, at about
+# half seed_cnn's latency on a CPU, known to pay off in one (README, "End to end").
+STARTING_POINTS = (
+    {
+        "n_stages": 3,
+        "act": "relu",
+        "norm": "batch",
+        "stem.width": 16,
+        "stem.stride": 1,
+        **{
+            f"s{i}.{key}": value
+            for i, width in enumerate((32, 64, 128))
+            for key, value in (("block", "plain"), ("width", width), ("depth", 1), ("kernel", 3))
+        },
+        "s0.attn.kind": "none",
+        "s0.down": "max",
+        "s1.attn.kind": "none",
+        "s1.down": "max",
+        "s2.attn.kind": "softmax",
+        "s2.attn.heads": 2,
+        "s2.attn.head_dim": 32,
+        "s2.attn.pos": "relbias",
+        "pool": "avgmax",
+        "head.layers": 0,
+    },
+)
+
 
 def suggest_attention(
     trial: optuna.Trial, prefix: str, height: int, width: int

@@ -343,7 +343,7 @@ def _check_settings(study: optuna.Study, given: dict[str, Any], allow: bool) -> 
 
     A difference is refused with both values named, unless ``allow``: then the new value
     is recorded, and the change appended to the user attr ``settings_changes`` (with the
-    number of trials before it), so a mixed front can be told apart later. A study that
+    number of trials started before it), so a mixed front can be told apart later. A study that
     recorded its settings before some were (it lacks them) had what
     :data:`SETTINGS_ABSENT_MEANS` says.
     """
@@ -365,8 +365,11 @@ def _check_settings(study: optuna.Study, given: dict[str, Any], allow: bool) -> 
         )
     log = attrs.get("settings_changes")
     log = log if isinstance(log, list) else []
+    # A queued trial (a starting point, a baseline) has not run yet: it runs with the change.
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    after = len(study.trials) - len(waiting)
     for key, value in changed.items():
-        log.append({"setting": key, "was": recorded[key], "now": value, "after": len(study.trials)})
+        log.append({"setting": key, "was": recorded[key], "now": value, "after": after})
         study.set_user_attr(key, value)
     study.set_user_attr("settings_changes", log)
 

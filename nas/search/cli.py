@@ -190,6 +190,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"run the hand designs ({', '.join(BASELINES)}) as the first trials",
     )
     p.add_argument(
+        "--no-starting-points",
+        action="store_true",
+        help="do not queue the space's starting points (networks a new search tries first): "
+        "every trial is the sampler's",
+    )
+    p.add_argument(
         "--trial-timeout",
         type=float,
         help="seconds one trial may take before it is failed with that reason (default: "
@@ -370,6 +376,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     except ValueError as e:  # the library's refusal, a user error here
         raise StudyError(str(e)) from None
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    points = () if args.no_starting_points else tuple(starting_points(module, task, space))
     return Settings(
         trials=args.trials,
         timeout=args.timeout,
@@ -394,7 +401,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         jobs=args.jobs,
         device=device,
         enqueue_baselines=args.enqueue_baselines,
-        starting_points=tuple(starting_points(module, task, space)),
+        starting_points=points,
         threads=threads,
         text_column=args.text_column,
         label_column=args.label_column,

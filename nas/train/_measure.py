@@ -165,14 +165,18 @@ def measure_latency(
 def fingerprint() -> dict[str, Any]:
     """Where a measurement was taken: CPU, threads, GPU and library versions.
 
-    Keys: ``cpu``, ``cpu_count``, ``cpu_capability``, ``cpu_bf16``, ``torch_threads``,
-    ``gpu`` (None without CUDA), ``gpu_count``, ``torch``, ``cuda``, ``cudnn``, ``python``,
-    ``optuna``, ``platform``.
+    Keys: ``cpu``, ``cpu_model`` (e.g. "family 25 model 17": a model name like "AMD EPYC"
+    covers several CPUs; None off Linux), ``cpu_count``, ``cpu_capability``, ``cpu_bf16``,
+    ``torch_threads``, ``gpu`` (None without CUDA), ``gpu_count``, ``torch``, ``cuda``,
+    ``cudnn``, ``python``, ``optuna``, ``platform``.
     """
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    flags = _cpu_info().get("flags", "").split()
+    info = _cpu_info()
+    flags = info.get("flags", "").split()
+    family, model = info.get("cpu family"), info.get("model")
     return {
-        "cpu": _cpu_info().get("model name") or platform.processor() or platform.machine(),
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "cpu_model": f"family {family} model {model}" if family and model else None,
         "cpu_count": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_bf16": "amx_bf16" in flags or "avx512_bf16" in flags,

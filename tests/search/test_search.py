@@ -506,13 +506,20 @@ def test_workers_on_one_study_draw_different_trials_and_enqueue_baselines_once(
     from nas.search import build_study
 
     url = f"sqlite:///{tmp_path}/w.db"
-    s = settings_from(parse_args(["--dataset", "digits", "--storage", url, "--study-name", "w"]))
+    args = ["--dataset", "digits", "--storage", url, "--study-name", "w"]
+    s = settings_from(parse_args(args))
     s.enqueue_baselines = True
     first, second = build_study(s), build_study(s)
     waiting = [t for t in first.get_trials() if t.state == TrialState.WAITING]
-    assert sorted(t.user_attrs["baseline"] for t in waiting) == ["resnet", "seed_cnn"]
-    for study in (first, second):  # take the baselines out of the way
-        study.tell(study.ask(), state=TrialState.FAIL)
+    baselines = [t.user_attrs["baseline"] for t in waiting if "baseline" in t.user_attrs]
+    assert sorted(baselines) == ["resnet", "seed_cnn"]
+    # The space's starting point, queued once, after the baselines.
+    points = load_space("attention_cnn").STARTING_POINTS
+    queued = [t.system_attrs["fixed_params"] for t in waiting[len(baselines) :]]
+    assert queued == list(points) == list(s.starting_points)
+    assert settings_from(parse_args([*args, "--no-starting-points"])).starting_points == ()
+    for _ in waiting:  # take the queued trials out of the way
+        first.tell(first.ask(), state=TrialState.FAIL)
     suggest = load_space("attention_cnn").suggest
     task = Task("digits", "image", 1, 8, 8, 10)
     a, b = first.ask(), second.ask()

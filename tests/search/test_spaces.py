@@ -289,6 +289,13 @@ def test_starting_points_are_whole_parameter_sets_of_the_space(tmp_path: Path) -
     specs = [text.suggest(optuna.trial.FixedTrial(p), text.EXAMPLE_TASK) for p in (bag, conv)]
     assert specs[0].summary().startswith("embed64 | attention | fc")
     assert specs[1].summary().startswith("embed128 | separable128x1 k7 | attention | fc")
+    # The default image space starts from bench/reference.py's attention CNN.
+    image = load_space("attention_cnn")
+    (cnn,) = starting_points(image, TASKS[0], "attention_cnn")
+    assert image.suggest(optuna.trial.FixedTrial(cnn), TASKS[0]).summary() == (
+        "stem16 | plain32x1 ↓max | plain64x1 ↓max | plain128x1 softmax(2x32,relbias) | avgmax "
+        "| fc→10"
+    )
     for name in space_names():  # every built-in space's points build on its task
         module = load_space(name)
         task = getattr(module, "EXAMPLE_TASK", TASKS[0])
