@@ -140,6 +140,10 @@ class Objective:
     # times its budget, up to ``promotions`` times; the runner sets it from the search.
     promotions: int = 0
     promotion_factor: float = PROMOTION_FACTOR
+    # Whether a starting point (user attr ``starting_point``, set where the runner queues
+    # the space's ``STARTING_POINTS``) trains through every rung, peers or not; the runner
+    # sets it by task kind (nas.search._settings.PROMOTED_STARTING_POINTS).
+    promote_starting_points: bool = False
     # --timeout, in seconds and as a time.monotonic() to end by: a first budget estimated
     # over TIMEOUT_SHARE of it, or to end after it, is not trained; no promotion that would
     # end after it starts, nor any trial; None: no time limit. The runner sets both.
@@ -310,12 +314,15 @@ class Objective:
 
     def _promote(self, trial: optuna.Trial, rung: int, seconds: float) -> bool:
         """Whether the trial, done with ``rung``'s budget, trains on to the next (the
-        promotion rule, :func:`nas.search._pruning.promoted`), which is estimated to cost
-        ``seconds`` more: not past the last rung, nor past the search's deadline."""
+        promotion rule, :func:`nas.search._pruning.promoted`, or a promoted starting point),
+        which is estimated to cost ``seconds`` more: not past the last rung, nor past the
+        search's deadline."""
         if rung >= self.promotions:
             return False
         if self.deadline is not None and time.monotonic() + seconds > self.deadline:
             return False
+        if self.promote_starting_points and trial.user_attrs.get("starting_point") is True:
+            return True
         return pruning.promoted(trial)
 
     def _check_limits(self, latency_ms: float | None, params: int, flops: int) -> None:

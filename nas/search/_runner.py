@@ -39,6 +39,7 @@ from nas.search._settings import (
     COST_HISTORY,
     DEFAULT_TRIAL_TIMEOUT,
     MIN_TRIAL_TIMEOUT,
+    PROMOTED_STARTING_POINTS,
     REFERENCE_DESIGNS,
     TIMEOUT_FACTOR,
     TIMEOUT_HISTORY,
@@ -99,7 +100,7 @@ def build_study(s: Settings, n_warmup_steps: int = 0, *, worker: bool = True) ->
                 if name not in held:
                     study.enqueue_trial({}, user_attrs={"baseline": name})
         for params in s.starting_points:
-            study.enqueue_trial(params, skip_if_exists=True)
+            study.enqueue_trial(params, {"starting_point": True}, skip_if_exists=True)
         return study
 
 
@@ -148,6 +149,7 @@ def run_worker(
         device=s.device,
         lr_factor=s.lr_factor,
         promotions=s.promotions,
+        promote_starting_points=PROMOTED_STARTING_POINTS[data.task.kind],
         on_progress=None if on_progress is None else lambda: _show(on_progress, study),
     )
     reference = None if s.max_train_seconds is not None else reference_cost(objective)

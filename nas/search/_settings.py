@@ -27,6 +27,13 @@ BASELINES = ("seed_cnn", "resnet")
 # and again, so that the front's members are the ones trained longest.
 PROMOTIONS = 2
 
+# Whether a search's starting points train through every rung, peers or not (the first
+# trials to reach a rung are otherwise never promoted). Images: a network's worth shows
+# after a few epochs (bench/fidelity.py: Spearman 0.73 at 0.3 epoch, 0.99 at 2.7) and
+# the retrain runs many. Text: the retrain is 600 steps, trials overfit past their 2
+# epochs, and the starting points were measured as they are (README, "Text").
+PROMOTED_STARTING_POINTS: dict[TaskKind, bool] = {"image": True, "text": False}
+
 # --lr-factor's default: 1, every trial at the recipe's learning rate. Searching it (e.g. 4:
 # within 4x either way, nas.search._objective.Objective.lr_factor) did not pay in a default
 # search (the README's "Searching").

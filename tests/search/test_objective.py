@@ -267,6 +267,26 @@ def test_the_first_trials_at_a_rung_are_not_promoted(digits: Data) -> None:
     assert t.state == TrialState.COMPLETE and "promotions" not in t.user_attrs
 
 
+def test_a_starting_point_trains_through_every_rung_where_its_task_kind_says(
+    digits: Data,
+) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    promoting = objective(digits, ("accuracy", "latency"), promotions=2)
+    promoting.promote_starting_points = True
+    # The first trial at its rung, with no peers: promoted only as a starting point, and
+    # only as the runner marks one (True, not any stored value).
+    for mark, obj, promoted in [
+        (1, promoting, False),
+        (True, objective(digits, ("accuracy", "latency"), promotions=2), False),
+        (True, promoting, True),
+    ]:
+        study.enqueue_trial({}, user_attrs={"starting_point": mark})
+        t, _ = run_one(study, obj)
+        assert t.state == TrialState.COMPLETE
+        assert t.user_attrs.get("promotions") == (2 if promoted else None), mark
+        study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+
+
 def test_no_promotion_starts_that_would_end_after_the_deadline(digits: Data) -> None:
     study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
     reached_every_step(study, 2)
