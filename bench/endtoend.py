@@ -20,7 +20,9 @@ search, retraining and the final evaluation all count):
 - ``ours``: ``python -m nas.search`` with its defaults (TPE), ``--seed S``, for
   ``--search-share`` of the budget (``--timeout``; the trial running then finishes),
   then the retraining for what is left;
-- ``random``: the same with ``--sampler random``.
+- ``random``: the same with ``--sampler random --no-starting-points``: random search as
+  the literature runs it, the sampler's draws alone (ours starts from the default
+  space's starting point, bench/reference.py's attention CNN).
 
 What a search arm retrains: the ``--retrain-top`` most accurate members of its front
 whose search latency is at most ``seed_cnn``'s, measured by the bench as the search
@@ -41,8 +43,9 @@ over the seeds, counted only where its re-measured latency is at most ``seed_cnn
 
 Results go to ``bench/results/endtoend.jsonl``, kept in the repository: an hour per arm
 is longer than a session, so the record is what lets the next one go on. A record names
-the machine (CPU model, torch's CPU capability, core count, device): a budget in minutes
-buys different compute on another CPU, so the report compares a machine's records only.
+the machine (CPU name, family and model, torch's CPU capability, core count, device): a
+budget in minutes buys different compute on another CPU, so the report compares a
+machine's records only.
 """
 
 from __future__ import annotations
@@ -196,7 +199,7 @@ def remeasure(
 
 
 def report(records: list[dict[str, Any]], args: argparse.Namespace) -> float:
-    here = machine(args.device)
+    here, cpu_model = machine(args.device), fingerprint()["cpu_model"]
     mine = [r for r in records if matches(r, settings(args, r["arm"], r["seed"]))]
     if len(mine) < len(records):
         print(f"({len(records) - len(mine)} records of other settings or machines left out)")
@@ -227,7 +230,7 @@ def report(records: list[dict[str, Any]], args: argparse.Namespace) -> float:
         params = f"{count_params(models[key][1]):,}"
         figures = [f"{n['test']:.4f}", f"{lat:.3f}", f"{spread:.0%}", params, wall]
         rows.append([r["arm"], r["seed"], *figures, f"{n['epochs']:.1f}", searched, n["summary"]])
-    print(f"{args.minutes:g} minutes per arm; machine {here}")
+    print(f"{args.minutes:g} minutes per arm; machine {here}, {cpu_model}")
     print(table(rows))
     ours = {seed: p for (arm, seed), p in points.items() if arm == "ours"}
     for hand in HAND:
@@ -246,7 +249,7 @@ def report(records: list[dict[str, Any]], args: argparse.Namespace) -> float:
         plot(
             points,
             args.plot,
-            f"{args.minutes:g} minutes per arm, {here['cpu']} ({here['capability']})",
+            f"{args.minutes:g} minutes per arm, {here['cpu']} {cpu_model} ({here['capability']})",
         )
     seed_lat = next((p[1] for (arm, _), p in points.items() if arm == "seed_cnn"), math.nan)
     at_seed = [acc for acc, lat in ours.values() if lat <= seed_lat]

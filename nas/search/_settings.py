@@ -31,7 +31,8 @@ PROMOTIONS = 2
 # trials to reach a rung are otherwise never promoted). Images: a network's worth shows
 # after a few epochs (bench/fidelity.py: Spearman 0.73 at 0.3 epoch, 0.99 at 2.7) and
 # the retrain runs many. Text: the retrain is 600 steps, trials overfit past their 2
-# epochs, and the starting points were measured as they are (README, "Text").
+# epochs, and its starting points were measured unpromoted (README, "Text
+# classification").
 PROMOTED_STARTING_POINTS: dict[TaskKind, bool] = {"image": True, "text": False}
 
 # --lr-factor's default: 1, every trial at the recipe's learning rate. Searching it (e.g. 4:

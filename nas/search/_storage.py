@@ -343,8 +343,8 @@ def _check_settings(study: optuna.Study, given: dict[str, Any], allow: bool) -> 
 
     A difference is refused with both values named, unless ``allow``: then the new value
     is recorded, and the change appended to the user attr ``settings_changes`` (with the
-    number of trials started before it), so a mixed front can be told apart later. A study that
-    recorded its settings before some were (it lacks them) had what
+    number of trials started before it), so a mixed front can be told apart later. A
+    study that recorded its settings before some were (it lacks them) had what
     :data:`SETTINGS_ABSENT_MEANS` says.
     """
     attrs = study.user_attrs

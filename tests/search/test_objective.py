@@ -270,21 +270,17 @@ def test_the_first_trials_at_a_rung_are_not_promoted(digits: Data) -> None:
 def test_a_starting_point_trains_through_every_rung_where_its_task_kind_says(
     digits: Data,
 ) -> None:
-    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
-    promoting = objective(digits, ("accuracy", "latency"), promotions=2)
-    promoting.promote_starting_points = True
-    # The first trial at its rung, with no peers: promoted only as a starting point, and
-    # only as the runner marks one (True, not any stored value).
-    for mark, obj, promoted in [
-        (1, promoting, False),
-        (True, objective(digits, ("accuracy", "latency"), promotions=2), False),
-        (True, promoting, True),
-    ]:
+    # The first trial at its rung, with no peers: promoted only as a starting point where
+    # the objective promotes them, and only as the runner marks one (True, not any value).
+    for mark, promote, promoted in [(1, True, False), (True, False, False), (True, True, True)]:
+        study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
         study.enqueue_trial({}, user_attrs={"starting_point": mark})
+        obj = objective(
+            digits, ("accuracy", "latency"), promotions=2, promote_starting_points=promote
+        )
         t, _ = run_one(study, obj)
         assert t.state == TrialState.COMPLETE
-        assert t.user_attrs.get("promotions") == (2 if promoted else None), mark
-        study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+        assert t.user_attrs.get("promotions") == (2 if promoted else None), (mark, promote)
 
 
 def test_no_promotion_starts_that_would_end_after_the_deadline(digits: Data) -> None:

@@ -515,8 +515,10 @@ def test_workers_on_one_study_draw_different_trials_and_enqueue_baselines_once(
     assert sorted(baselines) == ["resnet", "seed_cnn"]
     # The space's starting point, queued once, after the baselines.
     points = load_space("attention_cnn").STARTING_POINTS
-    queued = [t.system_attrs["fixed_params"] for t in waiting[len(baselines) :]]
-    assert queued == list(points) == list(s.starting_points)
+    queued = waiting[len(baselines) :]
+    assert [t.system_attrs["fixed_params"] for t in queued] == list(points)
+    assert list(s.starting_points) == list(points)
+    assert all(t.user_attrs == {"starting_point": True} for t in queued)
     assert settings_from(parse_args([*args, "--no-starting-points"])).starting_points == ()
     for _ in waiting:  # take the queued trials out of the way
         first.tell(first.ask(), state=TrialState.FAIL)
