@@ -50,9 +50,8 @@ from nas.train import (
     train,
 )
 
-# Written with nas.model rather than replayed from the attention_cnn space, whose first
-# starting point it is (tests/search/test_spaces.py checks they agree): the space is still
-# changing, and a reference must not move with it.
+# Written with nas.model rather than replayed from the attention_cnn space, whose starting
+# point it is: the space is still changing, and a reference must not move with it.
 ATTENTION_SPEC = ArchSpec(
     input=InputSpec(1, 28, 28),
     stem=StemSpec(16),
