@@ -96,8 +96,9 @@ def settings(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
         # before them (no such key) are another search's, left out of the report.
         s |= {"search_share": args.search_share, "retrain_top": args.retrain_top}
         s |= {"promotions": PROMOTIONS}
-        # So are its starting points (records made before them have no such key).
-        s |= {"starting_points": queued(arm)}
+        # So are its starting points (records made before them have no such key), and
+        # whether it trains a network drawn again (records made before: "trained").
+        s |= {"starting_points": queued(arm), "repeats": "pruned"}
     # The CPU's family and model too: a model name like "AMD EPYC" covers several CPUs.
     return s | {"machine": machine(args.device), "cpu_model": fingerprint()["cpu_model"]}
 

@@ -52,6 +52,7 @@ from nas.search import (
     hypervolume,
     load_existing_study,
     pareto,
+    tally,
 )
 from nas.stored import number, printable
 
@@ -403,10 +404,7 @@ def run(args: argparse.Namespace) -> int:
     names = objective_names(study)
     trials = study.get_trials(deepcopy=False)
     c = counts(study)
-    print(
-        f"study {study.study_name!r} in {args.storage}: {len(trials)} trials "
-        f"({c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed)"
-    )
+    print(f"study {study.study_name!r} in {args.storage}: {len(trials)} trials ({tally(c)})")
     title = "Pareto front" if len(names) > 1 else "Best trial"
     notes: list[str] = []
     table = f"{title} ({', '.join(names)}):\n{front_table(study)}" if c["complete"] else ""

@@ -31,6 +31,7 @@ from nas.search._results import (
     hypervolume,
     longest_share,
     pareto,
+    tally,
 )
 from nas.search._runner import build_study, run_trial, run_worker
 from nas.search._settings import (
@@ -117,6 +118,7 @@ __all__ = [
     "space_names",
     "spec_markdown",
     "starting_points",
+    "tally",
     "training_lock",
     "trial_train_config",
 ]

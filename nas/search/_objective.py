@@ -19,12 +19,14 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import FrozenTrial, TrialState
 
 import nas.search._pruning as pruning
 from nas.data import Data
 from nas.model import ArchSpec, build_model
 from nas.search._locks import MACHINE_LOCK_TIMEOUT, measurement_lock, training_lock
 from nas.search._notes import write_note
+from nas.search._results import REPEAT_OF
 from nas.search._spaces import Suggest, load_builtin_space
 from nas.search._timelimit import uncounted
 from nas.train import (
@@ -82,6 +84,9 @@ TIMEOUT_SHARE = 1 / 8
 # How the reason of a candidate refused over a limit starts (the cost limit reads it: such
 # trials' estimates stay out of its median).
 OVER_BUDGET = "over budget, not trained:"
+
+# The states of the trials a repeat may name (``repeated``).
+REPEATED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 # The parameter under which a trial's learning rate is searched (``Objective.lr_factor``).
 LR_PARAM = "train.lr"
@@ -186,6 +191,8 @@ class Objective:
         seed = self.seed + trial.number
         trial.set_user_attr("arch", spec.to_dict())
         trial.set_user_attr("summary", spec.summary())
+        if not baseline and trial.user_attrs.get("starting_point") is not True:
+            _refuse_a_repeat(trial)
         _note(trial, spec)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", self._fingerprint)
@@ -352,6 +359,37 @@ class Objective:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def repeated(trial: optuna.Trial) -> FrozenTrial | None:
+    """The study's earliest other trial sampled with ``trial``'s parameters that trained
+    (complete or pruned) or is training now, if any; baselines and repeats aside. A space
+    with no choices is left alone: its trials are seeds of one network, asked for as such."""
+    if not trial.params:
+        return None
+    for t in trial.study.get_trials(deepcopy=False, states=REPEATED_STATES):
+        if (
+            t.number != trial.number
+            and t.params == trial.params
+            and not t.user_attrs.get("baseline")
+            and t.user_attrs.get(REPEAT_OF) is None
+        ):
+            return t
+    return None
+
+
+def _refuse_a_repeat(trial: optuna.Trial) -> None:
+    """Prune a trial the sampler drew again: a second training would cost what the first
+    did and tell only its seed's noise (TPE redraws the fast end's few small networks
+    often: the README's "Searching"). Pruned, it tells the sampler the draw gained
+    nothing, which TPE counts against it."""
+    earlier = repeated(trial)
+    if earlier is not None:
+        trial.set_user_attr(REPEAT_OF, earlier.number)
+        raise optuna.TrialPruned(
+            f"a repeat of trial {earlier.number} ({earlier.state.name.lower()}): "
+            "the same parameters, not trained"
+        )
 
 
 def _note(trial: optuna.Trial, spec: ArchSpec) -> None:

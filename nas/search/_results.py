@@ -11,6 +11,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.stored import figure, printable
 
+# The user attr of a trial pruned as a repeat: the number of the trial it repeats (the
+# objective's ``repeated``).
+REPEAT_OF = "repeat_of"
+
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """The Pareto front, most accurate first (single objective: the best trial)."""
@@ -44,11 +48,19 @@ def front_table(study: optuna.Study) -> str:
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state, and ``repeat``: the pruned ones that were repeats (not trained)."""
     trials = study.get_trials(deepcopy=False)
-    out = {state.name.lower(): 0 for state in TrialState}
+    out = {state.name.lower(): 0 for state in TrialState} | {"repeat": 0}
     for t in trials:
         out[t.state.name.lower()] += 1
+        out["repeat"] += t.state == TrialState.PRUNED and type(t.user_attrs.get(REPEAT_OF)) is int
     return out
+
+
+def tally(c: dict[str, int]) -> str:
+    """``counts`` in words: "55 complete, 316 pruned (153 repeats), 0 failed"."""
+    repeats = f" ({c['repeat']} repeats)" if c.get("repeat") else ""
+    return f"{c['complete']} complete, {c['pruned']} pruned{repeats}, {c['fail']} failed"
 
 
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

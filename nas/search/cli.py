@@ -31,7 +31,7 @@ from nas.data import DATASETS, TOKENIZERS, Tokenizer, is_text_name, task_for
 from nas.search._objective import PROMOTION_FACTOR, TIMEOUT_SHARE, Limits
 from nas.search._progress import Progress
 from nas.search._pruning import make_pruner
-from nas.search._results import counts, front_table, longest_share
+from nas.search._results import counts, front_table, longest_share, tally
 from nas.search._runner import StopSignals, build_study, run_workers
 from nas.search._settings import (
     BASELINES,
@@ -491,11 +491,7 @@ def run(args: argparse.Namespace) -> int:
         stops.restore()
     progress.update(study)
     progress.close()
-    c = counts(study)
-    print(
-        f"\n{finished_count(study)} trials finished ({c['complete']} complete, "
-        f"{c['pruned']} pruned, {c['fail']} failed)"
-    )
+    print(f"\n{finished_count(study)} trials finished ({tally(counts(study))})")
     longest = longest_share(study)
     if longest is not None:
         number, seconds, share = longest

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from nas.data import Data, load_data
 from nas.model import ArchSpec, build_model
-from nas.search import LR_PARAM, Limits, Objective, load_space
+from nas.search import LR_PARAM, Limits, Objective, counts, load_space
 from nas.search._objective import CostLimit
 from nas.search._runner import cost_limit, reference_cost
 from nas.search._settings import COST_FACTOR
@@ -47,9 +47,9 @@ def run_one(study: optuna.Study, obj: Objective) -> tuple[optuna.trial.FrozenTri
         values = obj(trial)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
-        return study.trials[-1], None
+        return study.trials[trial.number], None
     study.tell(trial, values)
-    return study.trials[-1], values
+    return study.trials[trial.number], values
 
 
 def test_a_complete_trial_records_what_it_did_and_returns_its_values(digits: Data) -> None:
@@ -232,6 +232,42 @@ def test_each_trial_searches_its_learning_rate_within_the_factor(digits: Data) -
     study.enqueue_trial({}, user_attrs={"baseline": "seed_cnn"})
     baseline, _ = run_one(study, objective(digits, ("accuracy", "latency"), lr_factor=4.0))
     assert baseline.params == {}
+
+
+def test_a_trial_drawn_again_is_pruned_untrained_naming_the_trial_it_repeats(
+    digits: Data,
+) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=NOP)
+    obj = objective(digits, ("accuracy", "latency"), lr_factor=4.0)
+    lr = optuna.distributions.FloatDistribution(0.025, 0.4, log=True)
+    for state, rate in [(TrialState.PRUNED, 0.08), (TrialState.FAIL, 0.09)]:
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state, params={LR_PARAM: rate}, distributions={LR_PARAM: lr}
+            )
+        )
+    study.enqueue_trial({LR_PARAM: 0.07})
+    elsewhere = study.ask()  # another worker's, running
+    elsewhere.suggest_float(LR_PARAM, 0.025, 0.4, log=True)
+    for rate in (0.05, 0.05, 0.05, 0.06, 0.07, 0.08, 0.09):
+        study.enqueue_trial({LR_PARAM: rate})
+    study.enqueue_trial({LR_PARAM: 0.05}, user_attrs={"starting_point": True})
+    done = [run_one(study, obj)[0] for _ in range(8)]
+    # The third 0.05 names the first, not the repeat before it; a failed trial is no
+    # measurement, and a starting point is tried whatever was drawn before.
+    c, p = TrialState.COMPLETE, TrialState.PRUNED
+    assert [t.state for t in done] == [c, p, p, c, p, p, c, c]
+    assert [t.user_attrs.get("repeat_of") for t in done] == [None, 3, 3, None, 2, 0, None, None]
+    assert done[4].user_attrs["reason"] == (
+        "a repeat of trial 2 (running): the same parameters, not trained"
+    )
+    assert done[5].user_attrs["reason"].startswith("a repeat of trial 0 (pruned)")
+    assert all("latency_ms" not in t.user_attrs for t in done if t.state == TrialState.PRUNED)
+    assert counts(study)["repeat"] == 4
+    # A space with no choices trains every trial: they are seeds of one network.
+    fixed = objective(digits, ("accuracy", "latency"))
+    states = {run_one(study, fixed)[0].state for _ in range(2)}
+    assert states == {TrialState.COMPLETE}
 
 
 def reached_every_step(study: optuna.Study, n: int) -> None:
