@@ -220,6 +220,8 @@ def report(records: list[dict[str, Any]], args: argparse.Namespace) -> float:
         n = picked[id(r)]
         trials = r.get("trials")
         searched = f"{trials['complete']}/{trials['pruned']}" if trials else ""
+        if trials and trials.get("repeat"):  # pruned as repeats, untrained (among the pruned)
+            searched += f" ({trials['repeat']} rep.)"
         wall = f"{r['wall_seconds'] / 60:.1f}"
         if n is None:
             none = "no front member at seed_cnn's latency"

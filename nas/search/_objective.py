@@ -362,14 +362,15 @@ class Objective:
 
 
 def repeated(trial: optuna.Trial) -> FrozenTrial | None:
-    """The study's earliest other trial sampled with ``trial``'s parameters that trained
-    (complete or pruned) or is training now, if any; baselines and repeats aside. A space
-    with no choices is left alone: its trials are seeds of one network, asked for as such."""
+    """The study's earliest trial before ``trial`` sampled with its parameters that trained
+    (complete or pruned) or is training now, if any; baselines and repeats aside. Only an
+    earlier one: two workers drawing the same network at once must not prune each other.
+    A space with no choices is left alone: its trials are seeds of one network."""
     if not trial.params:
         return None
     for t in trial.study.get_trials(deepcopy=False, states=REPEATED_STATES):
         if (
-            t.number != trial.number
+            t.number < trial.number
             and t.params == trial.params
             and not t.user_attrs.get("baseline")
             and t.user_attrs.get(REPEAT_OF) is None

@@ -263,7 +263,16 @@ def test_a_trial_drawn_again_is_pruned_untrained_naming_the_trial_it_repeats(
     )
     assert done[5].user_attrs["reason"].startswith("a repeat of trial 0 (pruned)")
     assert all("latency_ms" not in t.user_attrs for t in done if t.state == TrialState.PRUNED)
-    assert counts(study)["repeat"] == 4
+    # Two workers drawing one network at once: the earlier trial trains, the later is pruned.
+    study.enqueue_trial({LR_PARAM: 0.11})
+    study.enqueue_trial({LR_PARAM: 0.11})
+    first, second = study.ask(), study.ask()
+    second.suggest_float(LR_PARAM, 0.025, 0.4, log=True)  # the later one draws first
+    study.tell(first, obj(first))
+    with pytest.raises(optuna.TrialPruned, match=f"a repeat of trial {first.number} "):
+        obj(second)
+    study.tell(second, state=TrialState.PRUNED)
+    assert counts(study)["repeat"] == 5
     # A space with no choices trains every trial: they are seeds of one network.
     fixed = objective(digits, ("accuracy", "latency"))
     states = {run_one(study, fixed)[0].state for _ in range(2)}
