@@ -58,7 +58,7 @@ def counts(study: optuna.Study) -> dict[str, int]:
 
 
 def tally(c: dict[str, int]) -> str:
-    """``counts`` in words: "55 complete, 316 pruned (153 repeats), 0 failed"."""
+    """``counts`` in words: "40 complete, 302 pruned (79 repeats), 0 failed"."""
     repeats = f" ({c['repeat']} repeats)" if c.get("repeat") else ""
     return f"{c['complete']} complete, {c['pruned']} pruned{repeats}, {c['fail']} failed"
 
