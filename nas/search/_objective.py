@@ -191,7 +191,7 @@ class Objective:
         seed = self.seed + trial.number
         trial.set_user_attr("arch", spec.to_dict())
         trial.set_user_attr("summary", spec.summary())
-        if not baseline and trial.user_attrs.get("starting_point") is not True:
+        if not baseline and not _starting_point(trial):
             _refuse_a_repeat(trial)
         _note(trial, spec)
         trial.set_user_attr("seed", seed)
@@ -328,7 +328,7 @@ class Objective:
             return False
         if self.deadline is not None and time.monotonic() + seconds > self.deadline:
             return False
-        if self.promote_starting_points and trial.user_attrs.get("starting_point") is True:
+        if self.promote_starting_points and _starting_point(trial):
             return True
         return pruning.promoted(trial)
 
@@ -359,6 +359,12 @@ class Objective:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _starting_point(trial: optuna.Trial) -> bool:
+    """Whether the runner queued ``trial`` as a starting point: a stored mark counts only
+    as ``True`` (it gives a trial more rungs and spares it the repeat check)."""
+    return trial.user_attrs.get("starting_point") is True
 
 
 def repeated(trial: optuna.Trial) -> FrozenTrial | None:
