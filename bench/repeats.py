@@ -16,7 +16,7 @@ from collections import Counter
 import optuna
 from optuna.trial import TrialState
 
-from nas.search._results import REPEAT_OF
+from nas.search._results import is_repeat
 
 TRAINED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -36,7 +36,7 @@ def main() -> None:
     for t in finished:
         key = tuple(sorted(t.params.items()))
         draws[key] += 1
-        if t.user_attrs.get(REPEAT_OF) is not None:
+        if is_repeat(t):
             pruned_untrained += 1
         elif key in seen and t.params:
             repeats += 1

@@ -26,7 +26,7 @@ from nas.data import Data
 from nas.model import ArchSpec, build_model
 from nas.search._locks import MACHINE_LOCK_TIMEOUT, measurement_lock, training_lock
 from nas.search._notes import write_note
-from nas.search._results import REPEAT_OF
+from nas.search._results import REPEAT_OF, is_repeat
 from nas.search._spaces import Suggest, load_builtin_space
 from nas.search._timelimit import uncounted
 from nas.train import (
@@ -379,7 +379,7 @@ def repeated(trial: optuna.Trial) -> FrozenTrial | None:
             t.number < trial.number
             and t.params == trial.params
             and not t.user_attrs.get("baseline")
-            and t.user_attrs.get(REPEAT_OF) is None
+            and not is_repeat(t)
         ):
             return t
     return None

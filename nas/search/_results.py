@@ -16,6 +16,12 @@ from nas.stored import figure, printable
 REPEAT_OF = "repeat_of"
 
 
+def is_repeat(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` was drawn again and marked so (``REPEAT_OF``), whatever the stored
+    value: it is set before the trial is pruned, so a running one may carry it too."""
+    return trial.user_attrs.get(REPEAT_OF) is not None
+
+
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """The Pareto front, most accurate first (single objective: the best trial)."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -53,7 +59,7 @@ def counts(study: optuna.Study) -> dict[str, int]:
     out = {state.name.lower(): 0 for state in TrialState} | {"repeat": 0}
     for t in trials:
         out[t.state.name.lower()] += 1
-        out["repeat"] += t.state == TrialState.PRUNED and type(t.user_attrs.get(REPEAT_OF)) is int
+        out["repeat"] += t.state == TrialState.PRUNED and is_repeat(t)
     return out
 
 
