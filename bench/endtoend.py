@@ -267,6 +267,7 @@ def plot(points: dict[tuple[str, int], tuple[float, float]], path: Path, title: 
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
@@ -280,6 +281,11 @@ def plot(points: dict[tuple[str, int], tuple[float, float]], path: Path, title: 
             label = arm if arm in HAND else f"seed {seed}"
             ax.annotate(label, (lat, acc), xytext=(5, -3), textcoords="offset points", fontsize=8)
     ax.set_xscale("log")
+    # Plain numbers at 1, 2, 5 × 10^k: matplotlib's default labels minor log ticks as
+    # overlapping 3×10^-1, 4×10^-1, ...
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("latency, batch 1, one thread (ms, log scale)")
     ax.set_ylabel("test accuracy after retraining")
     ax.set_title(title, fontsize=9)
