@@ -43,6 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas import command
 from nas.model import ATTENTION_FIELDS, ArchSpec
 from nas.search import (
+    BASELINE_ATTR,
     LR_PARAM,
     OBJECTIVES,
     STEPS_PER_EPOCH,
@@ -61,7 +62,7 @@ ATTENTION_OPS = ("none", *ATTENTION_FIELDS)
 # Objective name -> CSV column; latency is the ``latency_ms`` the objective returns.
 VALUE_COLUMNS = {"accuracy": "accuracy", "latency": "latency_ms"}
 MEASURED = ("latency_ms", "latency_iqr_ms", "params", "flops", "epochs_done", "images_per_second")
-ATTR_COLUMNS = (*MEASURED, "train_status", "reason", "baseline", "summary")
+ATTR_COLUMNS = (*MEASURED, "train_status", "reason", BASELINE_ATTR, "summary")
 STAGE_FIELDS = ("block", "width", "depth", "attention", "heads", "downsample")
 # OWASP's CSV-injection list: a cell starting with one of these is a spreadsheet formula.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -202,12 +203,12 @@ def plot_accuracy_latency(ax: Axes, trials: list[FrozenTrial]) -> None:
     # Rings, drawn on top: a hand design on the front shows both its star and the ring.
     ring: dict[str, Any] = {"facecolors": "none", "edgecolors": "tab:red", "linewidths": 1.8}
     ax.scatter(xs, ys, s=130, zorder=5, label=f"Pareto front ({len(front)})", **ring)
-    hand = [(lat, acc) for t, lat, acc in done if t.user_attrs.get("baseline")]
+    hand = [(lat, acc) for t, lat, acc in done if t.user_attrs.get(BASELINE_ATTR)]
     if hand:
         xs, ys = np.transpose(hand)
         ax.scatter(xs, ys, s=140, marker="*", c="tab:green", zorder=4, label="hand design")
     for t, lat, acc in done:
-        name = t.user_attrs.get("baseline") or (f"#{t.number}" if (lat, acc) in front else "")
+        name = t.user_attrs.get(BASELINE_ATTR) or (f"#{t.number}" if (lat, acc) in front else "")
         ax.annotate(str(name), (lat, acc), xytext=(6, -10), textcoords="offset points", fontsize=8)
     # Both ends of the front by structure: the fastest network and the most accurate.
     ends = {"fastest": front[0], "most accurate": front[-1]} if len(front) > 1 else {}
@@ -287,7 +288,7 @@ def plot_learning_curves(ax: Axes, trials: list[FrozenTrial]) -> None:
         ys = [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
         ax.plot(epochs, ys, lw=1, ms=5, **_CURVE_STYLES[t.state])
         drawn[t.state] = drawn.get(t.state, 0) + 1
-        if name := t.user_attrs.get("baseline"):  # hand designs named at their last point
+        if name := t.user_attrs.get(BASELINE_ATTR):  # hand designs named at their last point
             xy = (epochs[-1], ys[-1])
             ax.annotate(str(name), xy, xytext=(4, 0), textcoords="offset points", fontsize=8)
     if not drawn:

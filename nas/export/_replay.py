@@ -19,7 +19,7 @@ from optuna.trial import FixedTrial, FrozenTrial
 from nas.data import DATASETS, task_for
 from nas.export._error import ExportError
 from nas.model import ArchSpec, Task
-from nas.search import SpaceError, load_builtin_space, load_space, space_names
+from nas.search import BASELINE_ATTR, SpaceError, load_builtin_space, load_space, space_names
 from nas.stored import shown
 
 
@@ -59,9 +59,9 @@ def replay_task(dataset: str | None, spec: ArchSpec) -> Task:
 def replay_space(study: optuna.Study, trial: FrozenTrial, user_space: str | None) -> ModuleType:
     """The space to replay ``trial`` through. A stored name is only ever a built-in space;
     a file is imported only when the user names it (``user_space``, from ``--space``)."""
-    if "baseline" in trial.user_attrs:
+    if BASELINE_ATTR in trial.user_attrs:
         try:
-            return load_builtin_space(trial.user_attrs["baseline"])
+            return load_builtin_space(trial.user_attrs[BASELINE_ATTR])
         except SpaceError as e:
             raise ExportError(f"trial {trial.number}'s baseline is refused: {e}") from None
     stored = study.user_attrs.get("space")

@@ -25,6 +25,7 @@ from nas.search._pruning import (
     should_prune,
 )
 from nas.search._results import (
+    BASELINE_ATTR,
     counts,
     front,
     front_table,
@@ -68,6 +69,7 @@ from nas.search._storage import (
 
 __all__ = [
     "BASELINES",
+    "BASELINE_ATTR",
     "DEFAULT_EPOCHS",
     "GRACE_SECONDS",
     "HEARTBEAT_SECONDS",

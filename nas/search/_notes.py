@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 
 from nas.model import ArchSpec, AttentionSpec, StemSpec
+from nas.search._results import BASELINE_ATTR
 from nas.stored import markdown_text
 
 
@@ -23,8 +24,9 @@ def spec_markdown(spec: ArchSpec, attrs: Mapping[str, Any]) -> str:
     """
     # Plain text (escaped), not code: a long summary must wrap on the trial's page.
     lines = ["#### " + markdown_text(attrs.get("summary") or spec.summary()), ""]
-    if attrs.get("baseline"):
-        lines += [f"Hand design **{markdown_text(attrs['baseline'])}** (an enqueued baseline).", ""]
+    if attrs.get(BASELINE_ATTR):
+        name = markdown_text(attrs[BASELINE_ATTR])
+        lines += [f"Hand design **{name}** (an enqueued baseline).", ""]
     # Spaces sample one activation and norm for the whole network: a column only if not.
     act_norm = sorted({_act_norm(s.activation, s.norm) for s in spec.stages})
     columns = ["stage", "block", "width", "depth", "kernel", "attention", "downsample", "map"]

@@ -26,7 +26,7 @@ from nas.data import Data
 from nas.model import ArchSpec, build_model
 from nas.search._locks import MACHINE_LOCK_TIMEOUT, measurement_lock, training_lock
 from nas.search._notes import write_note
-from nas.search._results import REPEAT_OF, is_repeat
+from nas.search._results import BASELINE_ATTR, REPEAT_OF, is_repeat
 from nas.search._spaces import Suggest, load_builtin_space
 from nas.search._timelimit import uncounted
 from nas.train import (
@@ -181,7 +181,7 @@ class Objective:
             # A retry carries its failed attempt's user attrs: the old reason would outlive
             # an attempt that succeeds. (Optuna cannot delete a user attr: null it.)
             trial.set_user_attr("reason", None)
-        baseline = trial.user_attrs.get("baseline")
+        baseline = trial.user_attrs.get(BASELINE_ATTR)
         # A stored name: only a built-in space, never a file it might point at.
         suggest = load_builtin_space(str(baseline)).suggest if baseline else self.suggest
         spec = suggest(trial, self.data.task)
@@ -378,7 +378,7 @@ def repeated(trial: optuna.Trial) -> FrozenTrial | None:
         if (
             t.number < trial.number
             and t.params == trial.params
-            and not t.user_attrs.get("baseline")
+            and not t.user_attrs.get(BASELINE_ATTR)
             and not is_repeat(t)
         ):
             return t

@@ -11,6 +11,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.stored import figure, printable
 
+#: The user attr of a hand design's trial: the name of its built-in space (the runner's
+#: enqueued baselines).
+BASELINE_ATTR = "baseline"
+
 # The user attr of a trial pruned as a repeat: the number of the trial it repeats (the
 # objective's ``repeated``).
 REPEAT_OF = "repeat_of"
@@ -35,7 +39,7 @@ def front_table(study: optuna.Study) -> str:
     rows = [("trial", "accuracy", "latency ms", "params", "MFLOPs", "structure")]
     for t in front(study):
         a = t.user_attrs
-        baseline = f"[{a['baseline']}] " if a.get("baseline") is not None else ""
+        baseline = f"[{a[BASELINE_ATTR]}] " if a.get(BASELINE_ATTR) is not None else ""
         rows.append(
             (
                 str(t.number),

@@ -33,6 +33,7 @@ from nas.search._locks import machine_lock_timeout, slot_lock
 from nas.search._objective import OVER_BUDGET, CostLimit, Objective, first_judged_step
 from nas.search._optuna import fail_stale_trials, heartbeat, record_heartbeat, stored_trial
 from nas.search._pruning import make_pruner
+from nas.search._results import BASELINE_ATTR
 from nas.search._settings import (
     BASELINES,
     COST_FACTOR,
@@ -95,10 +96,10 @@ def build_study(s: Settings, n_warmup_steps: int = 0, *, worker: bool = True) ->
             seed = (s.seed + WORKER_SEED_STRIDE * started) % 2**32
             study.sampler = make_sampler(s.sampler, seed, multi)
         if s.enqueue_baselines:
-            held = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+            held = {t.user_attrs.get(BASELINE_ATTR) for t in study.get_trials(deepcopy=False)}
             for name in BASELINES:
                 if name not in held:
-                    study.enqueue_trial({}, user_attrs={"baseline": name})
+                    study.enqueue_trial({}, user_attrs={BASELINE_ATTR: name})
         for params in s.starting_points:
             study.enqueue_trial(params, {"starting_point": True}, skip_if_exists=True)
         return study
